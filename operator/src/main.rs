@@ -1,0 +1,105 @@
+//! The `voice-agent-operator` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// The Voice Agent Operator.
+#[derive(Parser)]
+#[command(name = "voice-agent-operator", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the CustomResourceDefinitions as YAML (pipe to `kubectl apply -f -`),
+    /// or write `crds/*.yaml` and `docs/api.md` with `--write`.
+    Crd {
+        /// Write the generated files below this repository root instead of printing.
+        #[arg(long, value_name = "ROOT")]
+        write: Option<PathBuf>,
+        /// Exit non-zero if the files below this root differ from the generated ones.
+        #[arg(long, value_name = "ROOT", conflicts_with = "write")]
+        check: Option<PathBuf>,
+        /// Print the Markdown API reference instead of the YAML.
+        #[arg(long, conflicts_with_all = ["write", "check"])]
+        docs: bool,
+    },
+    /// Check VoiceAgent, PhoneNumber and Call manifests against the CRD schemas
+    /// and CEL rules, without a cluster.
+    Validate {
+        /// Manifest files (multi-document YAML); `-` reads standard input.
+        #[arg(short = 'f', long = "file", required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Crd {
+            write: Some(root), ..
+        } => {
+            for path in voice_agent_operator::crdgen::write_all(&root)? {
+                println!("wrote {path}");
+            }
+        }
+        Command::Crd {
+            check: Some(root), ..
+        } => {
+            let drifted = voice_agent_operator::crdgen::drifted(&root)?;
+            if !drifted.is_empty() {
+                eprintln!(
+                    "out of date: {}\nregenerate with: cargo run -p voice-agent-operator -- crd --write .",
+                    drifted.join(", ")
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            println!("crds/ and docs/api.md are up to date");
+        }
+        Command::Crd { docs: true, .. } => {
+            print!(
+                "{}",
+                voice_agent_api::docs::markdown(&voice_agent_api::crds())
+            );
+        }
+        Command::Crd { .. } => print!("{}", voice_agent_api::crds_yaml()?),
+        Command::Validate { files } => {
+            let mut failed = false;
+            for file in files {
+                let (name, text) = if file.as_os_str() == "-" {
+                    (
+                        "<stdin>".to_string(),
+                        std::io::read_to_string(std::io::stdin())?,
+                    )
+                } else {
+                    let text = std::fs::read_to_string(&file)
+                        .with_context(|| format!("reading {}", file.display()))?;
+                    (file.display().to_string(), text)
+                };
+                let report = voice_agent_operator::validate::validate_manifests(&text);
+                for line in report.lines(&name) {
+                    println!("{line}");
+                }
+                failed |= !report.ok();
+            }
+            if failed {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
