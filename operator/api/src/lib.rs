@@ -15,6 +15,7 @@
 pub mod call;
 pub mod common;
 pub mod conditions;
+pub mod deploy;
 pub mod docs;
 pub mod phonenumber;
 pub mod validation;
