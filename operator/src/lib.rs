@@ -9,4 +9,5 @@
 //! ([`validate`]). The controllers are not part of this build yet.
 
 pub mod crdgen;
+pub mod render;
 pub mod validate;

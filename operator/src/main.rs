@@ -29,6 +29,25 @@ enum Command {
         #[arg(long, conflicts_with_all = ["write", "check"])]
         docs: bool,
     },
+    /// Print, as YAML, exactly the objects the operator applies for a VoiceAgent
+    /// (no cluster needed): for review, GitOps diffs and tests.
+    Render {
+        /// The VoiceAgent manifest.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// PhoneNumber manifests whose numbers are bound to the agent.
+        #[arg(long = "phone-numbers")]
+        phone_numbers: Option<PathBuf>,
+        /// Namespace, when the manifest does not set one.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// Default component image (the chart sets the operator's own).
+        #[arg(long, env = "VOICE_AGENT_IMAGE")]
+        image: Option<String>,
+        /// Base URL of the cluster's metrics service.
+        #[arg(long, env = "VOICE_AGENT_METRICS_URL")]
+        metrics_url: Option<String>,
+    },
     /// Check VoiceAgent, PhoneNumber and Call manifests against the CRD schemas
     /// and CEL rules, without a cluster.
     Validate {
@@ -77,6 +96,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Crd { .. } => print!("{}", voice_agent_api::crds_yaml()?),
+        Command::Render {
+            file,
+            phone_numbers,
+            namespace,
+            image,
+            metrics_url,
+        } => {
+            let mut settings = voice_agent_operator::render::OperatorSettings::default();
+            if let Some(image) = image {
+                settings.image = image;
+            }
+            settings.metrics_url = metrics_url;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let numbers = match phone_numbers {
+                Some(p) => std::fs::read_to_string(&p)
+                    .with_context(|| format!("reading {}", p.display()))?,
+                None => String::new(),
+            };
+            let yaml = voice_agent_operator::render::render_manifests(
+                &text, &numbers, &namespace, settings,
+            )?;
+            print!("{yaml}");
+        }
         Command::Validate { files } => {
             let mut failed = false;
             for file in files {

@@ -114,3 +114,32 @@ fn validate_reads_standard_input() {
         "{stdout}"
     );
 }
+
+#[test]
+fn render_prints_the_objects_of_a_voice_agent() {
+    let examples = root().join("examples");
+    let (out, stdout, stderr) = run(bin()
+        .args(["render", "-n", "voice", "--image", "example.com/va:9", "-f"])
+        .arg(examples.join("voiceagent.yaml"))
+        .arg("--phone-numbers")
+        .arg(examples.join("phonenumber.yaml")));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.matches("\nkind: Deployment").count(), 4, "{stdout}");
+    assert!(stdout.contains("name: front-desk-runtime"));
+    assert!(stdout.contains("namespace: voice"));
+    assert!(stdout.contains("image: example.com/va:9"));
+    // The bound number reaches the gateway's config.
+    assert!(stdout.contains("+15551230142"), "{stdout}");
+}
+
+#[test]
+fn render_refuses_an_invalid_voice_agent() {
+    let bad = root().join("tests/invalid/voiceagent-min-above-max.yaml");
+    let (out, stdout, stderr) = run(bin().arg("render").arg("-f").arg(bad));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout.is_empty());
+    assert!(
+        stderr.contains("minReplicas must be less than or equal to maxReplicas"),
+        "{stderr}"
+    );
+}
