@@ -4,10 +4,17 @@
 //! workloads, provisions `PhoneNumber`s at the vendors, garbage-collects ended
 //! `Call`s and autoscales the components (DESIGN.md §4).
 //!
-//! This build provides the command-line tools that need no cluster: CRD
-//! generation ([`crdgen`]) and offline validation of manifests
-//! ([`validate`]). The controllers are not part of this build yet.
+//! The reconcile pipeline follows DESIGN.md §4: dereference → validate →
+//! build ([`render`], pure) → apply → status ([`controller`]). [`leader`]
+//! gates writes behind a Lease, [`run`] wires it all together, and the
+//! command-line tools that need no cluster live beside it: CRD generation
+//! ([`crdgen`]), offline validation ([`validate`]) and rendering.
 
+pub mod controller;
 pub mod crdgen;
+pub mod error;
+pub mod leader;
+pub mod metrics;
 pub mod render;
+pub mod run;
 pub mod validate;

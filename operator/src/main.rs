@@ -16,6 +16,40 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the operator (the container's default command).
+    Run {
+        /// Namespaces to watch, comma-separated; all when unset.
+        #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
+        namespaces: Vec<String>,
+        /// Default component image.
+        #[arg(long, env = "VOICE_AGENT_IMAGE")]
+        image: Option<String>,
+        /// Base URL of the cluster's metrics service.
+        #[arg(long, env = "VOICE_AGENT_METRICS_URL")]
+        metrics_url: Option<String>,
+        /// Address of /metrics, /healthz and /readyz.
+        #[arg(
+            long,
+            env = "VOICE_AGENT_OPERATOR_LISTEN",
+            default_value = "0.0.0.0:8080"
+        )]
+        listen: std::net::SocketAddr,
+        /// Run without leader election (only ever one replica).
+        #[arg(long)]
+        no_leader_election: bool,
+        /// Namespace of the leader Lease (the operator's own).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+        lease_namespace: String,
+        /// This replica's identity in the Lease.
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+        /// Log filter (`info`, `voice_agent_operator=debug,kube=info`, ...).
+        #[arg(long, env = "RUST_LOG", default_value = "info")]
+        log_level: String,
+        /// Log format.
+        #[arg(long, env = "LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+        log_format: String,
+    },
     /// Print the CustomResourceDefinitions as YAML (pipe to `kubectl apply -f -`),
     /// or write `crds/*.yaml` and `docs/api.md` with `--write`.
     Crd {
@@ -57,6 +91,19 @@ enum Command {
     },
 }
 
+fn init_logging(filter: &str, format: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).context("invalid log filter")?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true);
+    if format == "json" {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
@@ -69,6 +116,47 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run {
+            namespaces,
+            image,
+            metrics_url,
+            listen,
+            no_leader_election,
+            lease_namespace,
+            identity,
+            log_level,
+            log_format,
+        } => {
+            init_logging(&log_level, &log_format)?;
+            let mut settings = voice_agent_operator::render::OperatorSettings::default();
+            if let Some(image) = image {
+                settings.image = image;
+            }
+            settings.metrics_url = metrics_url;
+            let identity = identity.unwrap_or_else(|| {
+                std::env::var("HOSTNAME")
+                    .unwrap_or_else(|_| format!("voice-agent-operator-{}", std::process::id()))
+            });
+            let lease = (!no_leader_election).then(|| {
+                voice_agent_operator::leader::LeaseSettings::new(&lease_namespace, &identity)
+            });
+            let config = voice_agent_operator::run::RunConfig {
+                namespaces: namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
+                settings,
+                listen,
+                lease,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let client = kube::Client::try_default()
+                    .await
+                    .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
+                voice_agent_operator::run::run(client, config, &identity).await?;
+                anyhow::Ok(())
+            })?;
+        }
         Command::Crd {
             write: Some(root), ..
         } => {

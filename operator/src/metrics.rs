@@ -1,0 +1,113 @@
+//! The operator's Prometheus metrics (base units: seconds).
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// The operator's metrics, registered in their own registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Reconciles by controller and result (`ok`, `error`).
+    pub reconciles: IntCounterVec,
+    /// Reconcile errors by controller and category.
+    pub errors: IntCounterVec,
+    /// Reconcile duration by controller.
+    pub duration: HistogramVec,
+    /// Writes to the Kubernetes API by kind and verb.
+    pub writes: IntCounterVec,
+    /// Objects the operator manages, by kind.
+    pub managed: IntGaugeVec,
+    /// 1 while this replica holds the leader Lease.
+    pub leader: IntGauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers the metrics.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let reconciles = IntCounterVec::new(
+            Opts::new(
+                "voice_agent_operator_reconciles_total",
+                "Reconciles by controller and result.",
+            ),
+            &["controller", "result"],
+        )
+        .expect("valid metric");
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "voice_agent_operator_reconcile_errors_total",
+                "Reconcile errors by controller and error category.",
+            ),
+            &["controller", "category"],
+        )
+        .expect("valid metric");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "voice_agent_operator_reconcile_duration_seconds",
+                "Time spent in one reconcile.",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["controller"],
+        )
+        .expect("valid metric");
+        let writes = IntCounterVec::new(
+            Opts::new(
+                "voice_agent_operator_api_writes_total",
+                "Writes to the Kubernetes API by kind and verb.",
+            ),
+            &["kind", "verb"],
+        )
+        .expect("valid metric");
+        let managed = IntGaugeVec::new(
+            Opts::new(
+                "voice_agent_operator_managed_objects",
+                "Objects the operator manages, by kind.",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let leader = IntGauge::new(
+            "voice_agent_operator_leader",
+            "1 while this replica holds the leader Lease, else 0.",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(errors.clone()),
+            Box::new(duration.clone()),
+            Box::new(writes.clone()),
+            Box::new(managed.clone()),
+            Box::new(leader.clone()),
+        ] {
+            registry.register(c).expect("unique metric names");
+        }
+        Self {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            writes,
+            managed,
+            leader,
+        }
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::new();
+        let families = self.registry.gather();
+        // Encoding into a Vec cannot fail for well-formed families.
+        let _ = TextEncoder::new().encode(&families, &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
