@@ -1,0 +1,138 @@
+//! The Kubernetes permissions the operator uses, as data: the Helm chart's
+//! ClusterRole/Role must grant exactly these (a test compares them), and
+//! `docs/operations.md` lists them. Keep this in step with the code: every
+//! API call the operator makes is covered by one rule here, nothing more.
+
+/// One RBAC rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// API group (`""` for core).
+    pub group: &'static str,
+    /// Resources (with `/subresource` where needed).
+    pub resources: &'static [&'static str],
+    /// Verbs.
+    pub verbs: &'static [&'static str],
+    /// Why the operator needs it.
+    pub why: &'static str,
+}
+
+const OWN: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
+
+/// Rules in the watched namespaces (a ClusterRole when all are watched).
+pub const WATCHED: &[Rule] = &[
+    Rule {
+        group: "voiceagent.io",
+        resources: &["voiceagents"],
+        verbs: &["get", "list", "watch"],
+        why: "the VoiceAgent controller's main resource",
+    },
+    Rule {
+        group: "voiceagent.io",
+        resources: &["voiceagents/status"],
+        verbs: &["get", "patch"],
+        why: "status: phase, conditions, replicas, bound numbers",
+    },
+    Rule {
+        group: "voiceagent.io",
+        resources: &["phonenumbers"],
+        verbs: &["get", "list", "watch"],
+        why: "numbers bound to a VoiceAgent",
+    },
+    Rule {
+        group: "",
+        resources: &["secrets"],
+        verbs: &["get", "list", "watch"],
+        why: "check that referenced Secrets and keys exist (watched by metadata only)",
+    },
+    Rule {
+        group: "",
+        resources: &["configmaps", "services", "serviceaccounts"],
+        verbs: OWN,
+        why: "owned objects of each VoiceAgent",
+    },
+    Rule {
+        group: "apps",
+        resources: &["deployments"],
+        verbs: OWN,
+        why: "the four component Deployments",
+    },
+    Rule {
+        group: "policy",
+        resources: &["poddisruptionbudgets"],
+        verbs: OWN,
+        why: "one PodDisruptionBudget per component",
+    },
+    Rule {
+        group: "networking.k8s.io",
+        resources: &["networkpolicies"],
+        verbs: OWN,
+        why: "default-deny and call-path NetworkPolicies",
+    },
+    Rule {
+        group: "events.k8s.io",
+        resources: &["events"],
+        verbs: &["create", "patch"],
+        why: "Events on VoiceAgents",
+    },
+];
+
+/// Rules in the operator's own namespace.
+pub const OPERATOR_NAMESPACE: &[Rule] = &[Rule {
+    group: "coordination.k8s.io",
+    resources: &["leases"],
+    verbs: &["get", "create", "update"],
+    why: "leader election",
+}];
+
+/// Cluster-scoped rules.
+pub const CLUSTER: &[Rule] = &[Rule {
+    group: "apiextensions.k8s.io",
+    resources: &["customresourcedefinitions"],
+    verbs: &["get"],
+    why: "startup check that the CRDs are installed",
+}];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_wildcards_and_no_secret_writes() {
+        for r in WATCHED.iter().chain(OPERATOR_NAMESPACE).chain(CLUSTER) {
+            assert!(!r.verbs.contains(&"*") && !r.resources.contains(&"*") && r.group != "*");
+            if r.resources.contains(&"secrets") {
+                assert_eq!(
+                    r.verbs,
+                    ["get", "list", "watch"],
+                    "the operator never writes Secrets"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_owned_kind_is_covered() {
+        let owned = [
+            ("", "serviceaccounts"),
+            ("", "configmaps"),
+            ("", "services"),
+            ("policy", "poddisruptionbudgets"),
+            ("networking.k8s.io", "networkpolicies"),
+            ("apps", "deployments"),
+        ];
+        for ar in crate::controller::voiceagent::owned_kinds() {
+            assert!(
+                owned.contains(&(ar.group.as_str(), ar.plural.as_str())),
+                "{}",
+                ar.plural
+            );
+        }
+        for (group, plural) in owned {
+            let rule = WATCHED
+                .iter()
+                .find(|r| r.group == group && r.resources.contains(&plural))
+                .unwrap_or_else(|| panic!("no rule for {plural}"));
+            assert_eq!(rule.verbs, OWN);
+        }
+    }
+}
