@@ -22,6 +22,9 @@ pub mod codes {
     pub const UPSTREAM: &str = "upstream";
     /// An unexpected failure inside the component (500).
     pub const INTERNAL: &str = "internal";
+    /// Accepting the request would exceed a cardinality limit, e.g. the
+    /// metrics service's series cap; nothing was applied (422).
+    pub const SERIES_LIMIT_EXCEEDED: &str = "seriesLimitExceeded";
 }
 
 /// The JSON error body of every component: `{"error": {"code", "message"}}`.

@@ -23,7 +23,8 @@ pub use audio::{FRAME_MS, Resampler, SUPPORTED_SAMPLE_RATES};
 pub use component::Component;
 pub use error::{ErrorBody, ErrorDetail, ProtoError};
 pub use metrics::{
-    ComponentSignals, Sample, SampleBatch, SampleKind, SignalsResponse, StageWindow,
+    ComponentSignals, Sample, SampleBatch, SampleKind, SamplesAccepted, SignalsList,
+    SignalsResponse, StageWindow,
 };
 pub use session::{
     CreateSessionRequest, CreateSessionResponse, LoadReport, SessionInfo, SessionState, Transport,

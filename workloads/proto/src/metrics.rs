@@ -126,6 +126,15 @@ impl SampleBatch {
     }
 }
 
+/// `202 Accepted` answer of `POST /v1/samples`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SamplesAccepted {
+    /// Samples applied from the batch: all of them, since batches are applied
+    /// all or nothing.
+    pub accepted: u64,
+}
+
 /// Query of `GET /v1/signals?namespace=&voiceAgent=`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -154,6 +163,25 @@ impl SignalsResponse {
     /// The signals of one component, if it reported any.
     pub fn component(&self, component: Component) -> Option<&ComponentSignals> {
         self.components.iter().find(|c| c.component == component)
+    }
+}
+
+/// `GET /v1/signals` without `voiceAgent`: the signals of every VoiceAgent
+/// in the namespace (or, without `namespace`, in the cluster) that has data,
+/// so the autoscaler needs one request per namespace rather than per agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignalsList {
+    /// One entry per VoiceAgent, ordered by namespace, then name.
+    pub items: Vec<SignalsResponse>,
+}
+
+impl SignalsList {
+    /// The signals of one VoiceAgent, if it is in the list.
+    pub fn get(&self, namespace: &str, voice_agent: &str) -> Option<&SignalsResponse> {
+        self.items
+            .iter()
+            .find(|s| s.namespace == namespace && s.voice_agent == voice_agent)
     }
 }
 
@@ -427,6 +455,40 @@ mod tests {
 
         let bad = json.replace(r#""stage": "e2e""#, r#""stage": "E2E""#);
         assert!(serde_json::from_str::<SignalsResponse>(&bad).is_err());
+    }
+
+    #[test]
+    fn samples_accepted_wire_format() {
+        let json = r#"{"accepted":2}"#;
+        let parsed: SamplesAccepted = serde_json::from_str(json).expect("deserialize");
+        assert_eq!(parsed, SamplesAccepted { accepted: 2 });
+        assert_eq!(serde_json::to_string(&parsed).expect("serialize"), json);
+        assert!(serde_json::from_str::<SamplesAccepted>(r#"{"accepted":-1}"#).is_err());
+        assert!(serde_json::from_str::<SamplesAccepted>("{}").is_err());
+    }
+
+    #[test]
+    fn signals_list_wire_format() {
+        let json = r#"{"items":[{"namespace":"default","voiceAgent":"support","generatedAtMs":1700000000000,"components":[{"component":"runtime","pods":2,"activeCalls":3.0,"activeCallsPerPod":1.5,"concurrencyPerPod":0.0,"latency":[{"stage":"e2e","windowSeconds":6,"count":4,"p50Ms":700.0,"p95Ms":900.0,"p99Ms":950.0}],"freshAtMs":1699999999000}]},{"namespace":"default","voiceAgent":"sales","generatedAtMs":1700000000000,"components":[]}]}"#;
+        let parsed: SignalsList = serde_json::from_str(json).expect("deserialize");
+        assert_eq!(parsed.items.len(), 2);
+        let support = parsed.get("default", "support").expect("support listed");
+        let runtime = support.component(Component::Runtime).expect("runtime");
+        assert_eq!(runtime.active_calls_per_pod, 1.5);
+        assert_eq!(runtime.window(Stage::E2e, 6).map(|w| w.count), Some(4));
+        assert!(
+            parsed
+                .get("default", "sales")
+                .is_some_and(|s| s.components.is_empty())
+        );
+        assert!(parsed.get("other", "support").is_none());
+        assert_eq!(serde_json::to_string(&parsed).expect("serialize"), json);
+        let empty = SignalsList { items: vec![] };
+        assert_eq!(
+            serde_json::to_string(&empty).expect("serialize"),
+            r#"{"items":[]}"#
+        );
+        assert!(serde_json::from_str::<SignalsList>("[]").is_err());
     }
 
     #[test]

@@ -1,0 +1,174 @@
+//! Configuration of the metrics service, from `VOICE_AGENT_METRICS_*`
+//! environment variables with defaults.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// Prefix of every environment variable the service reads.
+pub const ENV_PREFIX: &str = "VOICE_AGENT_METRICS_";
+
+/// Limits and addresses of the metrics service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where to listen (`VOICE_AGENT_METRICS_LISTEN`, default `0.0.0.0:9090`).
+    pub listen: SocketAddr,
+    /// Largest accepted request body in bytes
+    /// (`VOICE_AGENT_METRICS_MAX_BODY_BYTES`, default 1 MiB).
+    pub max_body_bytes: usize,
+    /// Most samples in one batch (`VOICE_AGENT_METRICS_MAX_SAMPLES_PER_BATCH`,
+    /// default 10,000).
+    pub max_samples_per_batch: usize,
+    /// How far a sample's `at` may be ahead of the server clock
+    /// (`VOICE_AGENT_METRICS_MAX_FUTURE_SKEW_MS`, default 5 s).
+    pub max_future_skew: Duration,
+    /// How long a gauge counts after its `at`
+    /// (`VOICE_AGENT_METRICS_GAUGE_STALENESS_MS`, default 15 s).
+    pub gauge_staleness: Duration,
+    /// Most latency plus gauge series held at once
+    /// (`VOICE_AGENT_METRICS_MAX_SERIES`, default 10,000).
+    pub max_series: usize,
+    /// Deadline of one request, body included
+    /// (`VOICE_AGENT_METRICS_REQUEST_TIMEOUT_MS`, default 10 s).
+    pub request_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            max_body_bytes: 1024 * 1024,
+            max_samples_per_batch: 10_000,
+            max_future_skew: Duration::from_secs(5),
+            gauge_staleness: Duration::from_secs(15),
+            max_series: 10_000,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A configuration value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{var}={value:?}: {reason}")]
+pub struct ConfigError {
+    /// The environment variable.
+    pub var: String,
+    /// Its value.
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+impl Config {
+    /// Defaults overridden by the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Defaults overridden by `lookup(variable name)`; testable without
+    /// touching the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut c = Config::default();
+        let get = |key: &str| {
+            let var = format!("{ENV_PREFIX}{key}");
+            lookup(&var).map(|value| (var, value))
+        };
+        if let Some((var, value)) = get("LISTEN") {
+            c.listen = value.trim().parse().map_err(|_| ConfigError {
+                var,
+                value,
+                reason: "must be an address like 0.0.0.0:9090",
+            })?;
+        }
+        let positive = |key: &str, default: u64| -> Result<u64, ConfigError> {
+            let Some((var, value)) = get(key) else {
+                return Ok(default);
+            };
+            match value.trim().parse::<u64>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(ConfigError {
+                    var,
+                    value,
+                    reason: "must be a whole number > 0",
+                }),
+            }
+        };
+        let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        c.max_body_bytes = as_usize(positive("MAX_BODY_BYTES", c.max_body_bytes as u64)?);
+        c.max_samples_per_batch = as_usize(positive(
+            "MAX_SAMPLES_PER_BATCH",
+            c.max_samples_per_batch as u64,
+        )?);
+        c.max_series = as_usize(positive("MAX_SERIES", c.max_series as u64)?);
+        c.max_future_skew =
+            Duration::from_millis(positive("MAX_FUTURE_SKEW_MS", ms(c.max_future_skew))?);
+        c.gauge_staleness =
+            Duration::from_millis(positive("GAUGE_STALENESS_MS", ms(c.gauge_staleness))?);
+        c.request_timeout =
+            Duration::from_millis(positive("REQUEST_TIMEOUT_MS", ms(c.request_timeout))?);
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (format!("{ENV_PREFIX}{k}"), (*v).to_owned()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_lookup(env(&[])).expect("defaults");
+        assert_eq!(c, Config::default());
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9090");
+        assert_eq!(c.max_body_bytes, 1_048_576);
+        assert_eq!(c.max_samples_per_batch, 10_000);
+        assert_eq!(c.max_future_skew, Duration::from_secs(5));
+        assert_eq!(c.gauge_staleness, Duration::from_secs(15));
+        assert_eq!(c.max_series, 10_000);
+    }
+
+    #[test]
+    fn overrides() {
+        let c = Config::from_lookup(env(&[
+            ("LISTEN", "127.0.0.1:19090"),
+            ("MAX_BODY_BYTES", "2048"),
+            ("MAX_SAMPLES_PER_BATCH", "10"),
+            ("MAX_FUTURE_SKEW_MS", "250"),
+            ("GAUGE_STALENESS_MS", "30000"),
+            ("MAX_SERIES", " 7 "),
+            ("REQUEST_TIMEOUT_MS", "1500"),
+        ]))
+        .expect("valid");
+        assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 19090)));
+        assert_eq!(c.max_body_bytes, 2048);
+        assert_eq!(c.max_samples_per_batch, 10);
+        assert_eq!(c.max_future_skew, Duration::from_millis(250));
+        assert_eq!(c.gauge_staleness, Duration::from_secs(30));
+        assert_eq!(c.max_series, 7);
+        assert_eq!(c.request_timeout, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (key, value) in [
+            ("LISTEN", "localhost"),
+            ("MAX_SERIES", "0"),
+            ("MAX_BODY_BYTES", "-1"),
+            ("GAUGE_STALENESS_MS", "15s"),
+        ] {
+            let err = Config::from_lookup(env(&[(key, value)])).expect_err(key);
+            assert_eq!(err.var, format!("{ENV_PREFIX}{key}"));
+            assert!(err.to_string().starts_with(&err.var), "{err}");
+        }
+    }
+}
