@@ -136,8 +136,18 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Runs the operator until SIGTERM.
+/// Runs the operator until SIGTERM or Ctrl-C.
 pub async fn run(client: Client, config: RunConfig, identity: &str) -> Result<(), RunError> {
+    run_until(client, config, identity, shutdown_signal()).await
+}
+
+/// Runs the operator until `shutdown` resolves.
+pub async fn run_until(
+    client: Client,
+    config: RunConfig,
+    identity: &str,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
     check_crds(&client).await?;
     let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
@@ -157,7 +167,7 @@ pub async fn run(client: Client, config: RunConfig, identity: &str) -> Result<()
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
-        shutdown_signal().await;
+        shutdown.await;
         info!("shutdown requested");
         let _ = stop_tx.send(true);
     });

@@ -195,6 +195,7 @@ pub async fn reconcile_agent(va: &VoiceAgent, ctx: &Context) -> Result<Outcome> 
         let patch = json!({
             "apiVersion": format!("{}/{}", voice_agent_api::GROUP, voice_agent_api::VERSION),
             "kind": "VoiceAgent",
+            "metadata": {"name": naming.agent},
             "status": new_status,
         });
         let params = PatchParams::apply(FIELD_MANAGER).force();
