@@ -102,6 +102,17 @@ impl Metrics {
         }
     }
 
+    /// All writes counted so far, over every kind and verb.
+    pub fn total_writes(&self) -> u64 {
+        self.registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "voice_agent_operator_api_writes_total")
+            .flat_map(|f| f.get_metric())
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
+    }
+
     /// The metrics in the Prometheus text format.
     pub fn encode(&self) -> String {
         let mut buf = Vec::new();
