@@ -321,3 +321,56 @@ async fn run_controllers(
     spawn_managed_gc(stores, ctx, stop);
     select_all(streams).collect::<Vec<()>>().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.expect("read");
+        out
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_health_and_readiness() {
+        let metrics = Metrics::new();
+        metrics
+            .reconciles
+            .with_label_values(&["voiceagent", "ok"])
+            .inc();
+        metrics.leader.set(1);
+        metrics
+            .duration
+            .with_label_values(&["voiceagent"])
+            .observe(0.012);
+        let ready = Arc::new(AtomicBool::new(false));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(axum::serve(listener, router(metrics, ready.clone())).into_future());
+
+        let health = get(addr, "/healthz").await;
+        assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
+        ready.store(true, Ordering::Relaxed);
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+
+        let body = get(addr, "/metrics").await;
+        assert!(
+            body.contains("content-type: text/plain; version=0.0.4"),
+            "{body}"
+        );
+        assert!(body.contains(
+            "voice_agent_operator_reconciles_total{controller=\"voiceagent\",result=\"ok\"} 1"
+        ));
+        assert!(body.contains("voice_agent_operator_leader 1"));
+        assert!(body.contains("# TYPE voice_agent_operator_reconcile_duration_seconds histogram"));
+    }
+}
