@@ -645,6 +645,11 @@ async fn the_operator_runs_reconciles_and_releases_its_lease() {
     let e = env().await;
     e.seed_secret(secret("twilio", &[("authToken", "tok")]));
     e.create_agent(example("voiceagent-minimal.yaml")).await;
+    // A VoiceAgent that does not decode must not stall the watch.
+    let mut broken = example("voiceagent-minimal.yaml");
+    broken["metadata"]["name"] = json!("broken");
+    broken["spec"]["components"] = json!({"runtime": {"maxCallsPerPod": "lots"}});
+    e.fake.put_direct(&broken).expect("seed");
     let config = voice_agent_operator::run::RunConfig {
         namespaces: vec![NS.to_string()],
         settings: OperatorSettings::default(),
