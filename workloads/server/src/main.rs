@@ -32,7 +32,7 @@ enum Command {
     /// Retrieval-grounded replies with citations.
     Agent,
     /// Speech synthesis.
-    Tts,
+    Tts(TtsArgs),
     /// The cluster's latency and load aggregation.
     Metrics(MetricsArgs),
     /// List the components and whether this build can run them.
@@ -49,6 +49,14 @@ enum Command {
 struct MetricsArgs {
     /// Address to listen on; overrides VOICE_AGENT_METRICS_LISTEN
     /// (default 0.0.0.0:9090).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Args)]
+struct TtsArgs {
+    /// Address to listen on; overrides VOICE_AGENT_TTS_LISTEN
+    /// (default 0.0.0.0:8080).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
 }
@@ -70,11 +78,24 @@ enum BenchTarget {
         #[arg(long, default_value_t = 20_000)]
         queries: usize,
     },
+    /// Local espeak-ng time to first audio byte, whole-sentence time and
+    /// real-time factor over loopback HTTP, and cache-hit time to first byte.
+    Tts {
+        /// Syntheses per measurement.
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+        /// Cache hits per measurement.
+        #[arg(long, default_value_t = 2_000)]
+        cache_runs: usize,
+        /// The espeak-ng executable.
+        #[arg(long, default_value = "espeak-ng")]
+        espeak_bin: String,
+    },
 }
 
 /// Whether this build contains a runnable server for the component.
 fn available(component: Component) -> bool {
-    matches!(component, Component::Metrics)
+    matches!(component, Component::Metrics | Component::Tts)
 }
 
 fn main() -> ExitCode {
@@ -112,10 +133,29 @@ fn main() -> ExitCode {
                 Ok(())
             }));
         }
+        Command::Tts(args) => return report(run(tts(args))),
+        Command::Bench {
+            target:
+                BenchTarget::Tts {
+                    runs,
+                    cache_runs,
+                    espeak_bin,
+                },
+        } => {
+            let options = voice_agent_tts::bench::Options {
+                runs,
+                cache_runs,
+                espeak_bin,
+            };
+            return report(run(async move {
+                let report = voice_agent_tts::bench::run(options).await?;
+                print!("{report}");
+                Ok(())
+            }));
+        }
         Command::Gateway => voice_agent_gateway::COMPONENT,
         Command::Runtime => voice_agent_runtime::COMPONENT,
         Command::Agent => voice_agent_agent::COMPONENT,
-        Command::Tts => voice_agent_tts::COMPONENT,
     };
     eprintln!(
         "voice-agent {}: this component is not part of this build yet; \
@@ -183,6 +223,31 @@ async fn metrics(args: MetricsArgs) -> anyhow::Result<()> {
     );
     voice_agent_metrics::serve(listener, state, shutdown_signal()).await?;
     tracing::info!(component = "metrics", "stopped");
+    Ok(())
+}
+
+async fn tts(args: TtsArgs) -> anyhow::Result<()> {
+    use voice_agent_tts::{Config, State};
+    let mut config = Config::from_env()?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    // The config's Debug form redacts the API key.
+    let state = Arc::new(State::new(config.clone())?);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    tracing::info!(
+        component = "tts",
+        addr = %listener.local_addr()?,
+        provider = %config.provider,
+        voice = %config.voice,
+        max_concurrent = config.max_concurrent,
+        cache_bytes = config.cache_bytes,
+        "listening"
+    );
+    voice_agent_tts::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!(component = "tts", "stopped");
     Ok(())
 }
 
