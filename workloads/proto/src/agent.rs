@@ -88,6 +88,11 @@ pub const SSE_DELTA: &str = "delta";
 pub const SSE_CITATIONS: &str = "citations";
 /// SSE event carrying a [`DoneEvent`]; the last event of the stream.
 pub const SSE_DONE: &str = "done";
+/// SSE event carrying an [`ErrorBody`](crate::ErrorBody): the reply failed
+/// after the stream started (e.g. the LLM stream broke off, or the turn could
+/// not be stored). It replaces `done` as the last event; the deltas sent
+/// before it are not a complete reply.
+pub const SSE_ERROR: &str = "error";
 
 /// Data of an SSE `delta` event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -269,6 +274,19 @@ mod tests {
         )
         .expect("deserialize");
         assert_eq!(cites.citations[0].document_id, "d");
+    }
+
+    #[test]
+    fn sse_error_event_carries_an_error_body() {
+        assert_eq!(SSE_ERROR, "error");
+        let body = crate::ErrorBody::new("upstream", "LLM stream ended early");
+        let json = serde_json::to_string(&body).expect("serialize");
+        assert_eq!(
+            json,
+            r#"{"error":{"code":"upstream","message":"LLM stream ended early"}}"#
+        );
+        let back: crate::ErrorBody = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back, body);
     }
 
     #[test]

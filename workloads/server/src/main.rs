@@ -30,7 +30,7 @@ enum Command {
     /// The per-call voice loop.
     Runtime,
     /// Retrieval-grounded replies with citations.
-    Agent,
+    Agent(AgentArgs),
     /// Speech synthesis.
     Tts(TtsArgs),
     /// The cluster's latency and load aggregation.
@@ -61,8 +61,32 @@ struct TtsArgs {
     listen: Option<SocketAddr>,
 }
 
+#[derive(Args)]
+struct AgentArgs {
+    /// Address to listen on; overrides VOICE_AGENT_AGENT_LISTEN
+    /// (default 0.0.0.0:8080).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+}
+
 #[derive(Subcommand)]
 enum BenchTarget {
+    /// Retrieval over the embedded index, /v1/respond with the local LLM
+    /// over loopback HTTP, and ingestion throughput.
+    Agent {
+        /// Chunks in the index.
+        #[arg(long, default_value_t = 10_000)]
+        chunks: usize,
+        /// Retrieval queries.
+        #[arg(long, default_value_t = 5_000)]
+        queries: usize,
+        /// /v1/respond requests.
+        #[arg(long, default_value_t = 2_000)]
+        requests: usize,
+        /// Bytes of Markdown to ingest.
+        #[arg(long, default_value_t = 8 * 1024 * 1024)]
+        ingest_bytes: usize,
+    },
     /// Ingest throughput and /v1/signals latency of the metrics service.
     Metrics {
         /// Latency series to create (10 per VoiceAgent).
@@ -95,7 +119,10 @@ enum BenchTarget {
 
 /// Whether this build contains a runnable server for the component.
 fn available(component: Component) -> bool {
-    matches!(component, Component::Metrics | Component::Tts)
+    matches!(
+        component,
+        Component::Metrics | Component::Tts | Component::Agent
+    )
 }
 
 fn main() -> ExitCode {
@@ -155,7 +182,28 @@ fn main() -> ExitCode {
         }
         Command::Gateway => voice_agent_gateway::COMPONENT,
         Command::Runtime => voice_agent_runtime::COMPONENT,
-        Command::Agent => voice_agent_agent::COMPONENT,
+        Command::Agent(args) => return report(run(agent(args))),
+        Command::Bench {
+            target:
+                BenchTarget::Agent {
+                    chunks,
+                    queries,
+                    requests,
+                    ingest_bytes,
+                },
+        } => {
+            let options = voice_agent_agent::bench::Options {
+                chunks,
+                queries,
+                requests,
+                ingest_bytes,
+            };
+            return report(run(async move {
+                let report = voice_agent_agent::bench::run(options).await?;
+                print!("{report}");
+                Ok(())
+            }));
+        }
     };
     eprintln!(
         "voice-agent {}: this component is not part of this build yet; \
@@ -248,6 +296,32 @@ async fn tts(args: TtsArgs) -> anyhow::Result<()> {
     );
     voice_agent_tts::serve(listener, state, shutdown_signal()).await?;
     tracing::info!(component = "tts", "stopped");
+    Ok(())
+}
+
+async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    use voice_agent_agent::{Config, State};
+    let mut config = Config::from_env()?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    // The config's Debug form redacts the database URL and the API key.
+    let state = Arc::new(State::new(config.clone()).await?);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    tracing::info!(
+        component = "agent",
+        addr = %listener.local_addr()?,
+        voice_agent = %config.component.voice_agent,
+        namespace = %config.component.namespace,
+        store = state.parts().store.kind(),
+        vectors = state.parts().vectors.name(),
+        llm = state.parts().llm.name(),
+        "listening"
+    );
+    voice_agent_agent::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!(component = "agent", "stopped");
     Ok(())
 }
 

@@ -1,0 +1,318 @@
+//! Configuration of the agent service: the [`ComponentConfig`] the operator
+//! renders (file named by `VOICE_AGENT_CONFIG`), plus environment overrides
+//! for the listen address, limits and the secrets (database URL, LLM API key).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use thiserror::Error;
+use voice_agent_api::deploy::{self, ComponentConfig};
+
+/// Prefix of the agent's own environment variables.
+pub const ENV_PREFIX: &str = "VOICE_AGENT_AGENT_";
+
+/// Longest accepted utterance, in characters.
+pub const MAX_UTTERANCE_CHARS: usize = 2_000;
+/// Largest accepted document content, in bytes (UTF-8).
+pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+
+/// A secret value (database URL, API key): never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value itself; only for the place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Retrieval settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetrievalConfig {
+    /// Chunks retrieved per turn (`VOICE_AGENT_AGENT_TOP_K`, default 3).
+    pub top_k: usize,
+    /// Least cosine score a chunk needs to be used
+    /// (`VOICE_AGENT_AGENT_MIN_SCORE`, default 0.12). Below it the agent
+    /// says it does not know.
+    pub min_score: f32,
+}
+
+impl Default for RetrievalConfig {
+    fn default() -> Self {
+        RetrievalConfig {
+            top_k: 3,
+            min_score: 0.12,
+        }
+    }
+}
+
+/// Everything the agent service needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen (`VOICE_AGENT_AGENT_LISTEN`, default `0.0.0.0:8080`).
+    pub listen: SocketAddr,
+    /// The rendered VoiceAgent config: persona, LLM, knowledge.
+    pub component: ComponentConfig,
+    /// PostgreSQL URL (`DATABASE_URL`); in-memory, not durable, when unset.
+    pub database_url: Option<Secret>,
+    /// LLM API key (`VOICE_AGENT_LLM_API_KEY`), for the `openai` provider.
+    pub llm_api_key: Option<Secret>,
+    /// Largest accepted request body (`VOICE_AGENT_AGENT_MAX_BODY_BYTES`,
+    /// default 4 MiB: a 1 MiB document with JSON escaping fits).
+    pub max_body_bytes: usize,
+    /// Deadline until the response head (`VOICE_AGENT_AGENT_REQUEST_TIMEOUT_MS`,
+    /// default 30 s); a streamed reply's body is bounded by the LLM timeouts.
+    pub request_timeout: Duration,
+    /// How long a database connection may take to acquire
+    /// (`VOICE_AGENT_AGENT_DB_TIMEOUT_MS`, default 3 s); past it, 503.
+    pub db_timeout: Duration,
+    /// Retrieval settings.
+    pub retrieval: RetrievalConfig,
+    /// LLM deadlines and retries.
+    pub llm: LlmTimeouts,
+}
+
+/// Deadlines and retries of a remote LLM.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmTimeouts {
+    /// TCP (and TLS) connect.
+    pub connect: Duration,
+    /// From sending the request to the response head
+    /// (`VOICE_AGENT_AGENT_LLM_FIRST_BYTE_TIMEOUT_MS`, default 10 s).
+    pub first_byte: Duration,
+    /// Longest silence between two stream chunks
+    /// (`VOICE_AGENT_AGENT_LLM_IDLE_TIMEOUT_MS`, default 15 s).
+    pub idle: Duration,
+    /// Attempts before the first byte on 429, 5xx or connect errors
+    /// (`VOICE_AGENT_AGENT_LLM_ATTEMPTS`, default 3).
+    pub attempts: u32,
+    /// First retry delay, doubled per retry (`VOICE_AGENT_AGENT_LLM_BACKOFF_MS`,
+    /// default 200 ms); a `Retry-After` up to 2 s is honoured instead.
+    pub backoff: Duration,
+}
+
+impl Default for LlmTimeouts {
+    fn default() -> Self {
+        LlmTimeouts {
+            connect: Duration::from_secs(5),
+            first_byte: Duration::from_secs(10),
+            idle: Duration::from_secs(15),
+            attempts: 3,
+            backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// `VOICE_AGENT_CONFIG` is not set.
+    #[error(
+        "{} is not set: it must name the rendered VoiceAgent config file (e.g. {}/{})",
+        deploy::CONFIG_ENV,
+        deploy::CONFIG_DIR,
+        deploy::CONFIG_FILE
+    )]
+    NoConfigFile,
+    /// The config file cannot be read.
+    #[error("reading {path}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not a ComponentConfig.
+    #[error("parsing {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The YAML error.
+        message: String,
+    },
+    /// An environment variable has an unusable value.
+    #[error("{var}={value:?}: {reason}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+impl Config {
+    /// A config with defaults around a rendered component config.
+    pub fn new(component: ComponentConfig) -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            component,
+            database_url: None,
+            llm_api_key: None,
+            max_body_bytes: 4 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            db_timeout: Duration::from_secs(3),
+            retrieval: RetrievalConfig::default(),
+            llm: LlmTimeouts::default(),
+        }
+    }
+
+    /// The config file named by `VOICE_AGENT_CONFIG`, with the process
+    /// environment's overrides.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let lookup = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let path = lookup(deploy::CONFIG_ENV).ok_or(ConfigError::NoConfigFile)?;
+        let yaml = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let component = ComponentConfig::from_yaml(&yaml).map_err(|e| ConfigError::Parse {
+            path,
+            message: e.to_string(),
+        })?;
+        Self::from_lookup(component, lookup)
+    }
+
+    /// Defaults around `component`, overridden by `lookup(variable)`.
+    pub fn from_lookup(
+        component: ComponentConfig,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut c = Config::new(component);
+        let get = |key: &str| {
+            let var = format!("{ENV_PREFIX}{key}");
+            lookup(&var).map(|value| (var, value))
+        };
+        if let Some((var, value)) = get("LISTEN") {
+            c.listen = value.trim().parse().map_err(|_| ConfigError::Env {
+                var,
+                value,
+                reason: "must be an address like 0.0.0.0:8080",
+            })?;
+        }
+        c.database_url = lookup(deploy::env::DATABASE_URL)
+            .filter(|v| !v.trim().is_empty())
+            .map(Secret::new);
+        c.llm_api_key = lookup(deploy::env::LLM_API_KEY)
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| Secret::new(v.trim()));
+        let positive = |key: &str, default: u64| -> Result<u64, ConfigError> {
+            let Some((var, value)) = get(key) else {
+                return Ok(default);
+            };
+            match value.trim().parse::<u64>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(ConfigError::Env {
+                    var,
+                    value,
+                    reason: "must be a whole number > 0",
+                }),
+            }
+        };
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        c.max_body_bytes = as_usize(positive("MAX_BODY_BYTES", c.max_body_bytes as u64)?);
+        c.request_timeout =
+            Duration::from_millis(positive("REQUEST_TIMEOUT_MS", ms(c.request_timeout))?);
+        c.db_timeout = Duration::from_millis(positive("DB_TIMEOUT_MS", ms(c.db_timeout))?);
+        c.retrieval.top_k = as_usize(positive("TOP_K", c.retrieval.top_k as u64)?).min(20);
+        if let Some((var, value)) = get("MIN_SCORE") {
+            c.retrieval.min_score = match value.trim().parse::<f32>() {
+                Ok(s) if (0.0..=1.0).contains(&s) => s,
+                _ => {
+                    return Err(ConfigError::Env {
+                        var,
+                        value,
+                        reason: "must be a number from 0 to 1",
+                    });
+                }
+            };
+        }
+        c.llm.first_byte =
+            Duration::from_millis(positive("LLM_FIRST_BYTE_TIMEOUT_MS", ms(c.llm.first_byte))?);
+        c.llm.idle = Duration::from_millis(positive("LLM_IDLE_TIMEOUT_MS", ms(c.llm.idle))?);
+        c.llm.attempts =
+            u32::try_from(positive("LLM_ATTEMPTS", u64::from(c.llm.attempts))?).unwrap_or(10);
+        c.llm.backoff = Duration::from_millis(positive("LLM_BACKOFF_MS", ms(c.llm.backoff))?);
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn component() -> ComponentConfig {
+        crate::testing::component_config()
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_lookup(component(), env(&[])).expect("defaults");
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+        assert!(c.database_url.is_none());
+        assert!(c.llm_api_key.is_none());
+        assert_eq!(c.retrieval, RetrievalConfig::default());
+        assert_eq!(c.component.voice_agent, "support");
+    }
+
+    #[test]
+    fn overrides_and_secrets_are_redacted() {
+        let c = Config::from_lookup(
+            component(),
+            env(&[
+                ("VOICE_AGENT_AGENT_LISTEN", "127.0.0.1:18080"),
+                ("DATABASE_URL", "postgres://u:hunter2@db/x"),
+                ("VOICE_AGENT_LLM_API_KEY", "sk-secret"),
+                ("VOICE_AGENT_AGENT_TOP_K", "5"),
+                ("VOICE_AGENT_AGENT_MIN_SCORE", "0.3"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 18080)));
+        assert_eq!(c.retrieval.top_k, 5);
+        assert_eq!(c.retrieval.min_score, 0.3);
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(!debug.contains("sk-secret"), "{debug}");
+        assert_eq!(
+            c.database_url.as_ref().map(Secret::expose),
+            Some("postgres://u:hunter2@db/x")
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (key, value) in [
+            ("VOICE_AGENT_AGENT_LISTEN", "localhost"),
+            ("VOICE_AGENT_AGENT_TOP_K", "0"),
+            ("VOICE_AGENT_AGENT_MIN_SCORE", "2"),
+        ] {
+            let err = Config::from_lookup(component(), env(&[(key, value)])).expect_err(key);
+            assert!(err.to_string().starts_with(key), "{err}");
+        }
+    }
+}
