@@ -23,26 +23,21 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State as AxumState};
-use axum::http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::extract::{Path, RawQuery, State as AxumState};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
-use tower::ServiceBuilder;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use voice_agent_http::{Limits, accepts, is_json, standard_layers};
 use voice_agent_proto::agent::{
     CitationsEvent, DeltaEvent, DoneEvent, SSE_CITATIONS, SSE_CONTENT_TYPE, SSE_DELTA, SSE_DONE,
     SSE_ERROR,
 };
-use voice_agent_proto::error::codes;
-use voice_agent_proto::{CreateDocumentRequest, DocumentList, ErrorBody, RespondRequest};
+use voice_agent_proto::{CreateDocumentRequest, DocumentList, RespondRequest};
 
 use crate::State;
 use crate::error::AgentError;
@@ -50,48 +45,22 @@ use crate::exporter::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 use crate::llm::{LlmEvent, LlmStream};
 use crate::respond::{LlmOutcome, Prepared};
 
-/// Error code of a 405 answer.
-pub const METHOD_NOT_ALLOWED: &str = "methodNotAllowed";
-/// Error code of a 408 answer.
-pub const REQUEST_TIMEOUT: &str = "requestTimeout";
-
 /// The service's router: every route plus the tracing, error-body, timeout
 /// and body-limit layers (outermost first).
 pub fn router(state: Arc<State>) -> Router {
     let config = state.config();
-    let layers = ServiceBuilder::new()
-        .layer(TraceLayer::new_for_http())
-        .layer(middleware::from_fn_with_state(
-            Arc::clone(&state),
-            json_errors,
-        ))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            config.request_timeout,
-        ))
-        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
-        .layer(DefaultBodyLimit::disable());
-    Router::new()
+    let limits = Limits {
+        max_body_bytes: config.max_body_bytes,
+        request_timeout: config.request_timeout,
+    };
+    let routes = Router::new()
         .route("/v1/respond", post(post_respond))
         .route("/v1/documents", post(post_document).get(get_documents))
         .route("/v1/documents/{id}", delete(delete_document))
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(ok))
-        .route("/readyz", get(readyz))
-        .layer(layers)
-        .with_state(state)
-}
-
-/// Whether a `Content-Type` names JSON (`application/json`, `…+json`).
-fn is_json(content_type: &HeaderValue) -> bool {
-    let Ok(value) = content_type.to_str() else {
-        return false;
-    };
-    let essence = value.split(';').next().unwrap_or_default().trim();
-    essence.eq_ignore_ascii_case("application/json")
-        || essence
-            .get(essence.len().saturating_sub(5)..)
-            .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"))
+        .route("/readyz", get(readyz));
+    standard_layers(routes, limits, None).with_state(state)
 }
 
 /// Parses a JSON request body; no `Content-Type` is accepted, a wrong one
@@ -121,22 +90,6 @@ fn parse_json<T: DeserializeOwned>(
         .map_err(|e| AgentError::Invalid(format!("invalid JSON body: {e}")))
 }
 
-/// Whether the client asked for server-sent events.
-fn wants_sse(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .eq_ignore_ascii_case(SSE_CONTENT_TYPE)
-        })
-}
-
 /// Answers an error and counts it.
 fn fail(state: &State, route: &str, err: AgentError) -> Response {
     if err.status().is_server_error() {
@@ -158,7 +111,7 @@ async fn post_respond(
         Ok(r) => r,
         Err(e) => return fail(&state, ROUTE, e),
     };
-    if !wants_sse(&headers) {
+    if !accepts(&headers, SSE_CONTENT_TYPE) {
         return match state.respond(req).await {
             Ok(resp) => {
                 state.exporter().count(ROUTE, "ok");
@@ -402,55 +355,4 @@ async fn readyz(AxumState(state): AxumState<Arc<State>>) -> Response {
         Ok(()) => "ok\n".into_response(),
         Err(e) => e.into_response(),
     }
-}
-
-/// Turns the bodies of errors that did not come from a handler (router 404
-/// and 405, the timeout's 408, the body limit's early 413) into an
-/// [`ErrorBody`].
-async fn json_errors(
-    AxumState(state): AxumState<Arc<State>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let response = next.run(request).await;
-    let status = response.status();
-    let already_json = response.headers().get(CONTENT_TYPE).is_some_and(is_json);
-    if !(status.is_client_error() || status.is_server_error()) || already_json {
-        return response;
-    }
-    let config = state.config();
-    let (code, message) = match status {
-        StatusCode::NOT_FOUND => (codes::NOT_FOUND, "no such route".to_owned()),
-        StatusCode::METHOD_NOT_ALLOWED => (
-            METHOD_NOT_ALLOWED,
-            "method not allowed on this route".to_owned(),
-        ),
-        StatusCode::REQUEST_TIMEOUT => (
-            REQUEST_TIMEOUT,
-            format!(
-                "request not completed within {} ms",
-                config.request_timeout.as_millis()
-            ),
-        ),
-        StatusCode::PAYLOAD_TOO_LARGE => (
-            codes::PAYLOAD_TOO_LARGE,
-            format!("request body larger than {} bytes", config.max_body_bytes),
-        ),
-        s if s.is_client_error() => (
-            codes::INVALID_ARGUMENT,
-            s.canonical_reason().unwrap_or("bad request").to_owned(),
-        ),
-        s => (
-            codes::INTERNAL,
-            s.canonical_reason().unwrap_or("internal error").to_owned(),
-        ),
-    };
-    let (parts, _) = response.into_parts();
-    let mut out = (status, axum::Json(ErrorBody::new(code, message))).into_response();
-    for (name, value) in &parts.headers {
-        if name != CONTENT_TYPE && name != CONTENT_LENGTH {
-            out.headers_mut().insert(name.clone(), value.clone());
-        }
-    }
-    out
 }

@@ -324,7 +324,7 @@ pub async fn serve(
     state: Arc<State>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    axum::serve(listener, router(state))
+    axum::serve(voice_agent_http::nodelay(listener), router(state))
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())

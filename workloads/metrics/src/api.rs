@@ -17,79 +17,51 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Query, Request, State as AxumState};
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::extract::{Query, State as AxumState};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use tower::ServiceBuilder;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use voice_agent_http::{Limits, OnTooLarge, error_response, is_json, standard_layers};
 use voice_agent_proto::error::codes;
-use voice_agent_proto::{ErrorBody, SamplesAccepted, SignalsResponse};
+use voice_agent_proto::{SamplesAccepted, SignalsResponse};
 
 use crate::State;
 use crate::exporter::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 use crate::store::IngestError;
 
-/// Error code of a 405 answer.
-pub const METHOD_NOT_ALLOWED: &str = "methodNotAllowed";
-/// Error code of a 408 answer: the request (usually its body) was too slow.
-pub const REQUEST_TIMEOUT: &str = "requestTimeout";
-
 /// The service's router: every route plus the tracing, error-body, timeout
 /// and body-limit layers (outermost first).
 pub fn router(state: Arc<State>) -> Router {
     let config = state.config();
-    let layers = ServiceBuilder::new()
-        .layer(TraceLayer::new_for_http())
-        .layer(middleware::from_fn_with_state(
-            Arc::clone(&state),
-            json_errors,
-        ))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            config.request_timeout,
-        ))
-        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
-        // The tower-http limit above is the one limit; axum's own 2 MB
-        // default would otherwise cap a larger configured one.
-        .layer(DefaultBodyLimit::disable());
-    Router::new()
+    let limits = Limits {
+        max_body_bytes: config.max_body_bytes,
+        request_timeout: config.request_timeout,
+    };
+    // The body limit refuses oversized batches before the handler: count them.
+    let counter = Arc::clone(&state);
+    let on_too_large: OnTooLarge = Arc::new(move |path: &str| {
+        if path == "/v1/samples" {
+            counter.reject(&IngestError::BodyTooLarge {
+                limit: limits.max_body_bytes,
+            });
+        }
+    });
+    let routes = Router::new()
         .route("/v1/samples", post(post_samples))
         .route("/v1/signals", get(get_signals))
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(ok))
-        .route("/readyz", get(ok))
-        .layer(layers)
-        .with_state(state)
-}
-
-/// An [`ErrorBody`] answer.
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, axum::Json(ErrorBody::new(code, message))).into_response()
+        .route("/readyz", get(ok));
+    standard_layers(routes, limits, Some(on_too_large)).with_state(state)
 }
 
 impl IntoResponse for IngestError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-        error(status, self.code(), self.to_string())
+        error_response(status, self.code(), self.to_string())
     }
-}
-
-/// Whether a `Content-Type` names JSON (`application/json`, `…+json`).
-fn is_json(content_type: &HeaderValue) -> bool {
-    let Ok(value) = content_type.to_str() else {
-        return false;
-    };
-    let essence = value.split(';').next().unwrap_or_default().trim();
-    essence.eq_ignore_ascii_case("application/json")
-        || essence
-            .get(essence.len().saturating_sub(5)..)
-            .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"))
 }
 
 async fn post_samples(
@@ -143,7 +115,7 @@ async fn get_signals(
     let Query(params) = match query {
         Ok(q) => q,
         Err(rejection) => {
-            return error(
+            return error_response(
                 StatusCode::BAD_REQUEST,
                 codes::INVALID_ARGUMENT,
                 format!(
@@ -158,7 +130,7 @@ async fn get_signals(
         ("voiceAgent", &params.voice_agent),
     ] {
         if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
-            return error(
+            return error_response(
                 StatusCode::BAD_REQUEST,
                 codes::INVALID_ARGUMENT,
                 format!("{name}: must not be empty when given"),
@@ -171,7 +143,7 @@ async fn get_signals(
             axum::Json(signals).into_response()
         }
         (ns, None) => axum::Json(state.signals_list(ns)).into_response(),
-        (None, Some(_)) => error(
+        (None, Some(_)) => error_response(
             StatusCode::BAD_REQUEST,
             codes::INVALID_ARGUMENT,
             "namespace: required when voiceAgent is given",
@@ -189,62 +161,4 @@ async fn get_metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
 
 async fn ok() -> &'static str {
     "ok\n"
-}
-
-/// Turns the bodies of errors that did not come from a handler (router 404
-/// and 405, the timeout's 408, the body limit's early 413) into an
-/// [`ErrorBody`], and counts refused sample batches among them.
-async fn json_errors(
-    AxumState(state): AxumState<Arc<State>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let is_samples = request.uri().path() == "/v1/samples";
-    let response = next.run(request).await;
-    let status = response.status();
-    let already_json = response.headers().get(CONTENT_TYPE).is_some_and(is_json);
-    if !(status.is_client_error() || status.is_server_error()) || already_json {
-        return response;
-    }
-    let config = state.config();
-    let (code, message) = match status {
-        StatusCode::NOT_FOUND => (codes::NOT_FOUND, "no such route".to_owned()),
-        StatusCode::METHOD_NOT_ALLOWED => (
-            METHOD_NOT_ALLOWED,
-            "method not allowed on this route".to_owned(),
-        ),
-        StatusCode::REQUEST_TIMEOUT => (
-            REQUEST_TIMEOUT,
-            format!(
-                "request not completed within {} ms",
-                config.request_timeout.as_millis()
-            ),
-        ),
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            let err = IngestError::BodyTooLarge {
-                limit: config.max_body_bytes,
-            };
-            if is_samples {
-                state.reject(&err);
-            }
-            (codes::PAYLOAD_TOO_LARGE, err.to_string())
-        }
-        s if s.is_client_error() => (
-            codes::INVALID_ARGUMENT,
-            s.canonical_reason().unwrap_or("bad request").to_owned(),
-        ),
-        s => (
-            codes::INTERNAL,
-            s.canonical_reason().unwrap_or("internal error").to_owned(),
-        ),
-    };
-    let (parts, _) = response.into_parts();
-    let mut out = error(status, code, message);
-    // Keep headers such as `Allow` on a 405.
-    for (name, value) in &parts.headers {
-        if name != CONTENT_TYPE && name != CONTENT_LENGTH {
-            out.headers_mut().insert(name.clone(), value.clone());
-        }
-    }
-    out
 }

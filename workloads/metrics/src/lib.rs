@@ -237,7 +237,7 @@ pub async fn serve(
         // Err once the sender is dropped: that is the stop signal.
         while stopped.changed().await.is_ok() {}
     }));
-    let served = axum::serve(listener, router(state))
+    let served = axum::serve(voice_agent_http::nodelay(listener), router(state))
         .with_graceful_shutdown(shutdown)
         .await;
     drop(stop_sweeper);

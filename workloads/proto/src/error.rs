@@ -16,6 +16,10 @@ pub mod codes {
     pub const UNAUTHENTICATED: &str = "unauthenticated";
     /// The addressed resource does not exist (404).
     pub const NOT_FOUND: &str = "notFound";
+    /// The route exists but not with this method (405).
+    pub const METHOD_NOT_ALLOWED: &str = "methodNotAllowed";
+    /// The request did not complete in time (408).
+    pub const REQUEST_TIMEOUT: &str = "requestTimeout";
     /// The component cannot take the request now, e.g. draining or full (503).
     pub const UNAVAILABLE: &str = "unavailable";
     /// A dependency (vendor, database) failed (502).

@@ -15,29 +15,20 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::State as AxumState;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State as AxumState};
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tower::ServiceBuilder;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use voice_agent_http::{Limits, OnTooLarge, accepts, error_response, is_json, standard_layers};
 use voice_agent_proto::error::codes;
 use voice_agent_proto::tts::AUDIO_DURATION_HEADER;
-use voice_agent_proto::{AudioFormat, ErrorBody, SynthesizeJsonResponse, SynthesizeRequest, audio};
+use voice_agent_proto::{AudioFormat, SynthesizeJsonResponse, SynthesizeRequest, audio};
 
 use crate::State;
 use crate::exporter::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Outcome};
 use crate::synth::{SynthError, Synthesis};
-
-/// Error code of a 405 answer.
-pub const METHOD_NOT_ALLOWED: &str = "methodNotAllowed";
-/// Error code of a 408 answer: no first audio within the request timeout.
-pub const REQUEST_TIMEOUT: &str = "requestTimeout";
 
 /// The service's router: every route plus the tracing, error-body, timeout
 /// and body-limit layers (outermost first). The timeout bounds the time to
@@ -45,36 +36,29 @@ pub const REQUEST_TIMEOUT: &str = "requestTimeout";
 /// by the provider timeout instead.
 pub fn router(state: Arc<State>) -> Router {
     let config = state.config();
-    let layers = ServiceBuilder::new()
-        .layer(TraceLayer::new_for_http())
-        .layer(middleware::from_fn_with_state(
-            Arc::clone(&state),
-            json_errors,
-        ))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            config.request_timeout,
-        ))
-        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
-        .layer(DefaultBodyLimit::disable());
-    Router::new()
+    let limits = Limits {
+        max_body_bytes: config.max_body_bytes,
+        request_timeout: config.request_timeout,
+    };
+    // The body limit refuses oversized requests before the handler: count them.
+    let counter = Arc::clone(&state);
+    let on_too_large: OnTooLarge = Arc::new(move |path: &str| {
+        if path == "/v1/synthesize" {
+            counter.exporter().count(Outcome::Invalid);
+        }
+    });
+    let routes = Router::new()
         .route("/v1/synthesize", post(post_synthesize))
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(ok))
-        .route("/readyz", get(readyz))
-        .layer(layers)
-        .with_state(state)
-}
-
-/// An [`ErrorBody`] answer.
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, axum::Json(ErrorBody::new(code, message))).into_response()
+        .route("/readyz", get(readyz));
+    standard_layers(routes, limits, Some(on_too_large)).with_state(state)
 }
 
 impl IntoResponse for SynthError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
-        let mut response = error(status, self.code(), self.to_string());
+        let mut response = error_response(status, self.code(), self.to_string());
         if matches!(self, SynthError::Busy { .. }) {
             response
                 .headers_mut()
@@ -84,43 +68,10 @@ impl IntoResponse for SynthError {
     }
 }
 
-/// The essence of a media type (`application/json; charset=utf-8` →
-/// `application/json`), trimmed.
-fn essence(value: &str) -> &str {
-    value.split(';').next().unwrap_or_default().trim()
-}
-
-/// Whether a `Content-Type` names JSON (`application/json`, `…+json`).
-fn is_json(content_type: &HeaderValue) -> bool {
-    let Ok(value) = content_type.to_str() else {
-        return false;
-    };
-    let essence = essence(value);
-    essence.eq_ignore_ascii_case("application/json")
-        || essence
-            .get(essence.len().saturating_sub(5)..)
-            .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"))
-}
-
 /// Whether the client asked for the JSON answer: `Accept` lists
 /// `application/json` with a non-zero quality.
 pub fn wants_json(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(axum::http::header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|range| {
-            let mut parts = range.split(';');
-            let media = parts.next().unwrap_or_default().trim();
-            let zero_q = parts.any(|p| {
-                p.trim()
-                    .strip_prefix("q=")
-                    .and_then(|q| q.trim().parse::<f32>().ok())
-                    .is_some_and(|q| q <= 0.0)
-            });
-            media.eq_ignore_ascii_case("application/json") && !zero_q
-        })
+    accepts(headers, "application/json")
 }
 
 fn audio_headers(format: AudioFormat, sample_rate: u32) -> HeaderMap {
@@ -139,7 +90,7 @@ fn duration_header(len: usize, format: AudioFormat, sample_rate: u32) -> Option<
 
 fn invalid(state: &State, message: String) -> Response {
     state.exporter().count(Outcome::Invalid);
-    error(StatusCode::BAD_REQUEST, codes::INVALID_ARGUMENT, message)
+    error_response(StatusCode::BAD_REQUEST, codes::INVALID_ARGUMENT, message)
 }
 
 /// Parses a [`SynthesizeRequest`], naming the offending field when the
@@ -180,7 +131,7 @@ async fn post_synthesize(
     // No Content-Type is accepted (curl -d); a present, wrong one is not.
     if let Some(ct) = headers.get(CONTENT_TYPE).filter(|ct| !is_json(ct)) {
         state.exporter().count(Outcome::Invalid);
-        return error(
+        return error_response(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             codes::UNSUPPORTED_MEDIA_TYPE,
             format!(
@@ -193,7 +144,7 @@ async fn post_synthesize(
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             state.exporter().count(Outcome::Invalid);
-            return error(
+            return error_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 codes::PAYLOAD_TOO_LARGE,
                 format!("request body over {} bytes", state.config().max_body_bytes),
@@ -264,67 +215,12 @@ async fn readyz(AxumState(state): AxumState<Arc<State>>) -> Response {
     }
     match state.check_provider().await {
         Ok(_) => "ok\n".into_response(),
-        Err(err) => error(
+        Err(err) => error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             codes::UNAVAILABLE,
             err.to_string(),
         ),
     }
-}
-
-/// Turns the bodies of errors that did not come from a handler (router 404
-/// and 405, the timeout's 408, the body limit's early 413) into an
-/// [`ErrorBody`].
-async fn json_errors(
-    AxumState(state): AxumState<Arc<State>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let is_synthesize = request.uri().path() == "/v1/synthesize";
-    let response = next.run(request).await;
-    let status = response.status();
-    let already_json = response.headers().get(CONTENT_TYPE).is_some_and(is_json);
-    if !(status.is_client_error() || status.is_server_error()) || already_json {
-        return response;
-    }
-    let config = state.config();
-    let (code, message) = match status {
-        StatusCode::NOT_FOUND => (codes::NOT_FOUND, "no such route".to_owned()),
-        StatusCode::METHOD_NOT_ALLOWED => (
-            METHOD_NOT_ALLOWED,
-            "method not allowed on this route".to_owned(),
-        ),
-        StatusCode::REQUEST_TIMEOUT => (
-            REQUEST_TIMEOUT,
-            format!("no audio within {} ms", config.request_timeout.as_millis()),
-        ),
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            // The limit layer refused it before the handler could count it.
-            if is_synthesize {
-                state.exporter().count(Outcome::Invalid);
-            }
-            (
-                codes::PAYLOAD_TOO_LARGE,
-                format!("request body over {} bytes", config.max_body_bytes),
-            )
-        }
-        s if s.is_client_error() => (
-            codes::INVALID_ARGUMENT,
-            s.canonical_reason().unwrap_or("bad request").to_owned(),
-        ),
-        s => (
-            codes::INTERNAL,
-            s.canonical_reason().unwrap_or("internal error").to_owned(),
-        ),
-    };
-    let (parts, _) = response.into_parts();
-    let mut out = error(status, code, message);
-    for (name, value) in &parts.headers {
-        if name != CONTENT_TYPE && name != CONTENT_LENGTH {
-            out.headers_mut().insert(name.clone(), value.clone());
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -194,7 +194,7 @@ async fn start(config: Config) -> Result<(Arc<State>, SocketAddr), Error> {
     let addr = listener.local_addr()?;
     let router = crate::router(Arc::clone(&state));
     tokio::spawn(async move {
-        let _ = axum::serve(crate::nodelay(listener), router).await;
+        let _ = axum::serve(voice_agent_http::nodelay(listener), router).await;
     });
     Ok((state, addr))
 }

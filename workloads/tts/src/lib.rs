@@ -217,22 +217,8 @@ pub async fn serve(
             "provider check failed; not ready"
         ),
     }
-    axum::serve(nodelay(listener), router(state))
+    axum::serve(voice_agent_http::nodelay(listener), router(state))
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
-}
-
-/// `listener` with `TCP_NODELAY` set on every accepted connection. Audio is
-/// streamed in small chunks; with Nagle's algorithm the last one waits for
-/// the client's delayed ACK (40 ms on Linux) before it is sent.
-pub fn nodelay(
-    listener: TcpListener,
-) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
-    use axum::serve::ListenerExt;
-    listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-        }
-    })
 }

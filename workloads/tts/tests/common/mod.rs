@@ -28,7 +28,7 @@ pub async fn serve(state: State) -> Server {
     let addr = listener.local_addr().expect("addr");
     let router = voice_agent_tts::router(Arc::clone(&state));
     tokio::spawn(async move {
-        axum::serve(voice_agent_tts::nodelay(listener), router)
+        axum::serve(voice_agent_http::nodelay(listener), router)
             .await
             .expect("serve");
     });
