@@ -2,13 +2,13 @@
 //!
 //! | Route               | Answer                                                     |
 //! |---------------------|------------------------------------------------------------|
-//! | `POST /v1/samples`  | 202 [`SamplesAccepted`]; 400/413/415/422 [`ErrorBody`]     |
+//! | `POST /v1/samples`  | 202 [`SamplesAccepted`]; 400/413/415/422 [`ErrorBody`](voice_agent_proto::ErrorBody)     |
 //! | `GET /v1/signals`   | [`SignalsResponse`] with `voiceAgent`, else [`SignalsList`] |
 //! | `GET /metrics`      | Prometheus text exposition                                 |
 //! | `GET /healthz`, `GET /readyz` | 200 `ok`                                         |
 //!
 //! Every error, including the layers' own (404, 405, 408, 413), is an
-//! [`ErrorBody`].
+//! [`ErrorBody`](voice_agent_proto::ErrorBody).
 //!
 //! [`SignalsList`]: voice_agent_proto::SignalsList
 

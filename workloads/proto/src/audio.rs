@@ -1,22 +1,29 @@
 //! Audio helpers for the voice loop: G.711 mu-law, PCM16 little-endian,
-//! sample-rate conversion between the supported rates, and 20 ms framing.
+//! sample-rate conversion (any pair of rates, e.g. a provider's native rate
+//! to a wire rate), and 20 ms framing.
 //!
 //! The `*_into` functions append to a caller-owned buffer so per-frame paths
 //! can reuse one allocation; clear the buffer first to overwrite.
 
+use std::collections::HashMap;
 use std::f64::consts::PI;
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use crate::error::ProtoError;
 
 /// Sample rates the workloads exchange audio at, in Hz: telephony (mu-law),
-/// wideband STT, and common TTS output.
+/// wideband STT, and common TTS output. These are the rates of the wire
+/// formats (what `/v1/synthesize` accepts); the [`Resampler`] converts
+/// between any rates, e.g. from a provider's native rate to one of these.
 pub const SUPPORTED_SAMPLE_RATES: [u32; 3] = [8_000, 16_000, 24_000];
 
 /// Length of one playback/media frame in milliseconds (Twilio Media Streams
 /// sends and expects 20 ms frames).
 pub const FRAME_MS: u32 = 20;
 
-/// Whether `rate` is one of [`SUPPORTED_SAMPLE_RATES`].
+/// Whether `rate` is one of [`SUPPORTED_SAMPLE_RATES`], i.e. a wire rate.
 pub fn is_supported_rate(rate: u32) -> bool {
     SUPPORTED_SAMPLE_RATES.contains(&rate)
 }
@@ -211,24 +218,14 @@ const PASSBAND_EDGE: f64 = 0.4;
 /// Stopband edge as a fraction of the lower rate: its Nyquist, so nothing
 /// aliases back into the band.
 const STOPBAND_EDGE: f64 = 0.5;
+/// Rates the [`Resampler`] accepts at all, in Hz.
+const RESAMPLER_RATES: RangeInclusive<u32> = 1_000..=384_000;
+/// Most filter coefficients one design may have (about 1 MiB of `f32`).
+const MAX_COEFFICIENTS: usize = 256 * 1024;
 
-/// Converts mono PCM16 between any two [`SUPPORTED_SAMPLE_RATES`] (including
-/// the same rate, which copies).
-///
-/// A polyphase windowed-sinc (Kaiser, 70 dB) rational resampler: conceptually
-/// upsample by `L`, low-pass below the lower rate's Nyquist, downsample by
-/// `M`, computing only the outputs that are kept. The low-pass removes what
-/// would alias when downsampling and the images when upsampling.
-///
-/// It is streaming: [`Resampler::process`] keeps the filter history and the
-/// fractional position between calls, so feeding a signal in chunks yields
-/// the same samples as feeding it at once. The filter is causal, so output
-/// lags input by [`Resampler::delay_ms`] (a few ms);
-/// [`Resampler::flush`] pushes out the tail at the end of a stream.
-#[derive(Debug, Clone)]
-pub struct Resampler {
-    from: u32,
-    to: u32,
+/// One filter design for a rate pair: `up` polyphase branches of `taps`
+/// coefficients each. Immutable once built, so resamplers share it.
+struct Design {
     /// Upsampling factor `L`.
     up: usize,
     /// Downsampling factor `M`.
@@ -236,20 +233,25 @@ pub struct Resampler {
     /// Taps per polyphase branch `K`.
     taps: usize,
     /// `up` branches of `taps` coefficients each, reversed so that one output
-    /// is a dot product with a contiguous slice of `history`.
+    /// is a dot product with a contiguous slice of the history.
     phases: Vec<f32>,
-    /// The last `taps - 1` input samples, then the chunk being processed.
-    history: Vec<f32>,
-    /// Position of the next output on the upsampled time axis, relative to
-    /// the first sample of the chunk being processed.
-    position: usize,
 }
 
-impl Resampler {
-    /// A resampler from `from` Hz to `to` Hz; both must be supported rates.
-    pub fn new(from: u32, to: u32) -> Result<Self, ProtoError> {
+impl fmt::Debug for Design {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The coefficients (up to 256 Ki of them) are left out.
+        f.debug_struct("Design")
+            .field("up", &self.up)
+            .field("down", &self.down)
+            .field("taps", &self.taps)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Design {
+    fn new(from: u32, to: u32) -> Result<Self, ProtoError> {
         for rate in [from, to] {
-            if !is_supported_rate(rate) {
+            if !RESAMPLER_RATES.contains(&rate) {
                 return Err(ProtoError::UnsupportedSampleRate(rate));
             }
         }
@@ -257,15 +259,11 @@ impl Resampler {
         let up = (to / g) as usize;
         let down = (from / g) as usize;
         if up == 1 && down == 1 {
-            return Ok(Resampler {
-                from,
-                to,
+            return Ok(Design {
                 up,
                 down,
                 taps: 1,
                 phases: vec![1.0],
-                history: Vec::new(),
-                position: 0,
             });
         }
 
@@ -277,8 +275,13 @@ impl Resampler {
         // Kaiser's estimates for length and shape.
         let estimate = (STOPBAND_DB - 7.95) / (14.36 * transition);
         let beta = 0.1102 * (STOPBAND_DB - 8.7);
+        // `as` saturates, and the product is checked before anything is
+        // allocated.
         let taps = (estimate / up as f64).ceil().max(1.0) as usize;
-        let len = taps * up;
+        let len = taps.saturating_mul(up);
+        if len > MAX_COEFFICIENTS {
+            return Err(ProtoError::ResampleRatioTooComplex { from, to, up, down });
+        }
 
         let center = (len - 1) as f64 / 2.0;
         let i0_beta = bessel_i0(beta);
@@ -292,8 +295,10 @@ impl Resampler {
             .collect();
 
         let mut phases = Vec::with_capacity(len);
+        let mut branch = Vec::with_capacity(taps);
         for phase in 0..up {
-            let branch: Vec<f64> = (0..taps).map(|i| prototype[phase + i * up]).collect();
+            branch.clear();
+            branch.extend((0..taps).map(|i| prototype[phase + i * up]));
             // Each branch sums to ~1 by design; normalizing makes DC exact so a
             // constant input never ripples at the phase rate.
             let sum: f64 = branch.iter().sum();
@@ -305,14 +310,90 @@ impl Resampler {
             phases.extend(branch.iter().rev().map(|&c| (c * scale) as f32));
         }
 
-        Ok(Resampler {
-            from,
-            to,
+        Ok(Design {
             up,
             down,
             taps,
             phases,
-            history: vec![0.0; taps - 1],
+        })
+    }
+
+    /// The shared design for a rate pair, computed on first use (the longer
+    /// filters take a few milliseconds to design).
+    fn shared(from: u32, to: u32) -> Result<Arc<Design>, ProtoError> {
+        type Designs = Mutex<HashMap<(u32, u32), Arc<Design>>>;
+        static DESIGNS: OnceLock<Designs> = OnceLock::new();
+        let designs = DESIGNS.get_or_init(Designs::default);
+        if let Some(design) = designs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(from, to))
+        {
+            return Ok(Arc::clone(design));
+        }
+        // Designed outside the lock; two racing first users both design and
+        // one result wins, which is harmless. Refused pairs are not cached.
+        let design = Arc::new(Design::new(from, to)?);
+        let mut map = designs.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(Arc::clone(map.entry((from, to)).or_insert(design)))
+    }
+
+    fn is_identity(&self) -> bool {
+        self.up == 1 && self.down == 1
+    }
+}
+
+/// Converts mono PCM16 between any two rates in 1 kHz..=384 kHz (the same
+/// rate copies), e.g. espeak-ng's 22,050 Hz to the 8/16/24 kHz of the wire
+/// formats. Which rates the wire formats accept is a separate question,
+/// answered by [`SUPPORTED_SAMPLE_RATES`] and [`is_supported_rate`]; this
+/// type does not consult them.
+///
+/// A polyphase windowed-sinc (Kaiser, 70 dB) rational resampler: conceptually
+/// upsample by `L`, low-pass below the lower rate's Nyquist (passband to 0.4,
+/// stopband from 0.5 of the lower rate), downsample by `M`, computing only
+/// the outputs that are kept. The low-pass removes what would alias when
+/// downsampling and the images when upsampling. `L/M` is the reduced ratio
+/// (22,050 → 8,000 is 160/441); pairs whose ratio would need a filter of more
+/// than 256 Ki coefficients are refused
+/// ([`ProtoError::ResampleRatioTooComplex`]).
+///
+/// Filter designs are computed once per `(from, to)` pair and shared by every
+/// resampler in the process (clones included); each resampler owns only its
+/// history and position.
+///
+/// It is streaming: [`Resampler::process`] keeps the filter history and the
+/// fractional position between calls, so feeding a signal in chunks yields
+/// the same samples as feeding it at once. The filter is causal, so output
+/// lags input by [`Resampler::delay_ms`] (a few ms);
+/// [`Resampler::flush`] pushes out the tail at the end of a stream.
+#[derive(Debug, Clone)]
+pub struct Resampler {
+    from: u32,
+    to: u32,
+    /// The shared filter for this rate pair.
+    design: Arc<Design>,
+    /// The last `taps - 1` input samples, then the chunk being processed.
+    history: Vec<f32>,
+    /// Position of the next output on the upsampled time axis, relative to
+    /// the first sample of the chunk being processed.
+    position: usize,
+}
+
+impl Resampler {
+    /// A resampler from `from` Hz to `to` Hz.
+    ///
+    /// Refuses a rate outside 1,000..=384,000 Hz
+    /// ([`ProtoError::UnsupportedSampleRate`]) and a pair whose reduced ratio
+    /// needs too long a filter ([`ProtoError::ResampleRatioTooComplex`]).
+    pub fn new(from: u32, to: u32) -> Result<Self, ProtoError> {
+        let design = Design::shared(from, to)?;
+        let history = vec![0.0; design.taps - 1];
+        Ok(Resampler {
+            from,
+            to,
+            design,
+            history,
             position: 0,
         })
     }
@@ -330,13 +411,10 @@ impl Resampler {
     /// How far output lags input, in milliseconds (the filter's group delay;
     /// 0 for the identity).
     pub fn delay_ms(&self) -> f64 {
-        let upsampled = f64::from(self.from) * self.up as f64;
-        let len = self.taps * self.up;
+        let d = &*self.design;
+        let upsampled = f64::from(self.from) * d.up as f64;
+        let len = d.taps * d.up;
         (len - 1) as f64 / 2.0 / upsampled * 1000.0
-    }
-
-    fn is_identity(&self) -> bool {
-        self.up == 1 && self.down == 1
     }
 
     /// Resamples the next chunk of a stream and appends the result to `out`.
@@ -346,24 +424,30 @@ impl Resampler {
     /// grown to the largest chunk, this does not allocate (beyond growing
     /// `out`).
     pub fn process(&mut self, input: &[i16], out: &mut Vec<i16>) {
-        if self.is_identity() {
+        if self.design.is_identity() {
             out.extend_from_slice(input);
             return;
         }
         self.history.extend(input.iter().map(|&s| f32::from(s)));
-        let available = input.len();
-        let limit = available * self.up;
+        self.filter(input.len(), out);
+    }
+
+    /// Filters the last `available` samples appended to the history, then
+    /// drops as many from its front.
+    fn filter(&mut self, available: usize, out: &mut Vec<i16>) {
+        let d = &*self.design;
+        let limit = available * d.up;
         if self.position < limit {
-            out.reserve((limit - self.position).div_ceil(self.down));
+            out.reserve((limit - self.position).div_ceil(d.down));
         }
         while self.position < limit {
-            let first = self.position / self.up;
-            let phase = self.position % self.up;
-            let coefficients = &self.phases[phase * self.taps..(phase + 1) * self.taps];
-            let window = &self.history[first..first + self.taps];
+            let first = self.position / d.up;
+            let phase = self.position % d.up;
+            let coefficients = &d.phases[phase * d.taps..(phase + 1) * d.taps];
+            let window = &self.history[first..first + d.taps];
             let acc: f32 = coefficients.iter().zip(window).map(|(c, x)| c * x).sum();
             out.push(to_i16(acc));
-            self.position += self.down;
+            self.position += d.down;
         }
         self.position -= limit;
         self.history.drain(..available);
@@ -372,11 +456,11 @@ impl Resampler {
     /// Ends a stream: feeds silence for the filter delay so the last real
     /// input reaches `out`, then resets for a new stream.
     pub fn flush(&mut self, out: &mut Vec<i16>) {
-        if !self.is_identity() {
-            let len = self.taps * self.up;
-            let tail = (len - 1).div_ceil(2 * self.up);
-            let silence = vec![0i16; tail];
-            self.process(&silence, out);
+        let d = &*self.design;
+        if !d.is_identity() {
+            let tail = (d.taps * d.up - 1).div_ceil(2 * d.up);
+            self.history.resize(self.history.len() + tail, 0.0);
+            self.filter(tail, out);
         }
         self.reset();
     }
@@ -384,7 +468,7 @@ impl Resampler {
     /// Forgets the stream so far (history and position).
     pub fn reset(&mut self) {
         self.history.clear();
-        self.history.resize(self.taps - 1, 0.0);
+        self.history.resize(self.design.taps - 1, 0.0);
         self.position = 0;
     }
 }
@@ -462,7 +546,7 @@ mod tests {
     }
 
     fn resample_all(from: u32, to: u32, input: &[i16]) -> Vec<i16> {
-        let mut r = Resampler::new(from, to).expect("supported rates");
+        let mut r = Resampler::new(from, to).expect("usable rates");
         let mut out = Vec::new();
         r.process(input, &mut out);
         out
@@ -603,13 +687,64 @@ mod tests {
     }
 
     #[test]
-    fn resampler_refuses_unsupported_rates() {
+    fn resampler_refuses_out_of_range_rates_and_complex_ratios() {
+        for (from, to, bad) in [
+            (0, 8_000, 0),
+            (999, 8_000, 999),
+            (8_000, 384_001, 384_001),
+            (8_000, u32::MAX, u32::MAX),
+        ] {
+            assert_eq!(
+                Resampler::new(from, to).err(),
+                Some(ProtoError::UnsupportedSampleRate(bad)),
+                "{from}->{to}"
+            );
+        }
+        let err = Resampler::new(44_101, 8_000).err();
         assert_eq!(
-            Resampler::new(44_100, 8_000).err(),
-            Some(ProtoError::UnsupportedSampleRate(44_100))
+            err,
+            Some(ProtoError::ResampleRatioTooComplex {
+                from: 44_101,
+                to: 8_000,
+                up: 8_000,
+                down: 44_101
+            })
         );
-        assert!(Resampler::new(8_000, 48_000).is_err());
-        assert!(Resampler::new(0, 8_000).is_err());
+        let message = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            message.contains("44101 Hz") && message.contains("8000 Hz"),
+            "{message}"
+        );
+        assert!(
+            ProtoError::UnsupportedSampleRate(999)
+                .to_string()
+                .contains("999 Hz")
+        );
+        // Rates outside the wire formats are fine for the resampler.
+        for (from, to) in [
+            (44_100, 8_000),
+            (8_000, 48_000),
+            (1_000, 384_000),
+            (384_000, 1_000),
+            (22_050, 22_050),
+        ] {
+            let r = Resampler::new(from, to).expect("usable pair");
+            assert_eq!((r.from_rate(), r.to_rate()), (from, to));
+        }
+    }
+
+    #[test]
+    fn filter_designs_are_shared_per_rate_pair() {
+        let a = Resampler::new(22_050, 16_000).expect("rates");
+        let b = Resampler::new(22_050, 16_000).expect("rates");
+        let c = a.clone();
+        let other = Resampler::new(16_000, 22_050).expect("rates");
+        assert!(Arc::ptr_eq(&a.design, &b.design));
+        assert!(Arc::ptr_eq(&a.design, &c.design));
+        assert!(!Arc::ptr_eq(&a.design, &other.design));
+        assert_eq!((a.design.up, a.design.down), (320, 441));
+        // Debug stays short: the coefficients are left out.
+        assert!(format!("{a:?}").len() < 10_000);
     }
 
     #[test]
@@ -721,5 +856,109 @@ mod tests {
         let mut again = Vec::new();
         r.process(&input, &mut again);
         assert_eq!(again, resample_all(8_000, 24_000, &input));
+    }
+
+    // espeak-ng speaks at 22,050 Hz only; these pin the conversions the tts
+    // crate relies on.
+
+    const ESPEAK_RATE: u32 = 22_050;
+
+    #[test]
+    fn espeak_rate_to_every_wire_rate_keeps_tones_in_band() {
+        for to in SUPPORTED_SAMPLE_RATES {
+            let input = tone(1_000.0, ESPEAK_RATE, 1.5, 8_000.0);
+            let out = resample_all(ESPEAK_RATE, to, &input);
+            let expected = (input.len() * to as usize).div_ceil(ESPEAK_RATE as usize);
+            assert_eq!(out.len(), expected, "22050->{to}");
+            let steady = &out[to as usize / 4..];
+            let kept = amplitude_at(steady, to, 1_000.0);
+            assert!((7_600.0..8_400.0).contains(&kept), "22050->{to}: {kept}");
+            // A tone near the top of the passband survives too.
+            let edge = f64::from(to.min(ESPEAK_RATE)) * 0.35;
+            let input = tone(edge.round(), ESPEAK_RATE, 1.5, 8_000.0);
+            let out = resample_all(ESPEAK_RATE, to, &input);
+            let kept = amplitude_at(&out[to as usize / 4..], to, edge.round());
+            assert!(
+                (7_200.0..8_800.0).contains(&kept),
+                "22050->{to} at {edge}: {kept}"
+            );
+        }
+    }
+
+    #[test]
+    fn espeak_rate_downsampling_rejects_aliases() {
+        // 7 kHz at 22,050 Hz would fold to 1 kHz at 8 kHz; 9 kHz would fold
+        // to 7 kHz at 16 kHz. Both must be at least 60 dB down.
+        for (to, freq, alias) in [(8_000, 7_000.0, 1_000.0), (16_000, 9_000.0, 7_000.0)] {
+            let out = resample_all(ESPEAK_RATE, to, &tone(freq, ESPEAK_RATE, 1.5, 8_000.0));
+            let level = amplitude_at(&out[to as usize / 4..], to, alias);
+            assert!(level < 8.0, "22050->{to}: {freq} Hz aliased at {level}");
+        }
+    }
+
+    #[test]
+    fn espeak_rate_upsampling_rejects_images() {
+        // 1 kHz at 22,050 Hz has its first image at 21,050 Hz, which is above
+        // 12 kHz at 24 kHz and folds to 2,950 Hz.
+        let out = resample_all(
+            ESPEAK_RATE,
+            24_000,
+            &tone(1_000.0, ESPEAK_RATE, 1.5, 8_000.0),
+        );
+        let steady = &out[6_000..];
+        let image = amplitude_at(steady, 24_000, 24_000.0 - 21_050.0);
+        assert!(image < 8.0, "image at {image}");
+    }
+
+    #[test]
+    fn espeak_rate_dc_is_preserved() {
+        for to in SUPPORTED_SAMPLE_RATES {
+            let out = resample_all(ESPEAK_RATE, to, &vec![1_000i16; 4_410]);
+            let tail = &out[out.len() / 2..];
+            assert!(tail.iter().all(|&s| (s - 1_000).abs() <= 1), "22050->{to}");
+        }
+    }
+
+    #[test]
+    fn espeak_rate_streaming_matches_one_shot_and_flush_drains() {
+        let input = noise(5_001);
+        for to in SUPPORTED_SAMPLE_RATES {
+            let whole = resample_all(ESPEAK_RATE, to, &input);
+            for chunk in [1, 7, 441, 2_000] {
+                let mut r = Resampler::new(ESPEAK_RATE, to).expect("rates");
+                let mut streamed = Vec::new();
+                for piece in input.chunks(chunk) {
+                    r.process(piece, &mut streamed);
+                }
+                assert_eq!(streamed.len(), whole.len(), "22050->{to} by {chunk}");
+                assert!(
+                    streamed
+                        .iter()
+                        .zip(&whole)
+                        .all(|(a, b)| (i32::from(*a) - i32::from(*b)).abs() <= 1),
+                    "22050->{to} by {chunk}"
+                );
+            }
+            let mut r = Resampler::new(ESPEAK_RATE, to).expect("rates");
+            assert!(
+                r.delay_ms() > 0.0 && r.delay_ms() < 10.0,
+                "{}",
+                r.delay_ms()
+            );
+            let mut input = vec![0i16; 2_000];
+            input.push(20_000);
+            let mut out = Vec::new();
+            r.process(&input, &mut out);
+            let before = out.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
+            r.flush(&mut out);
+            let after = out.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
+            assert!(before < 1_000, "22050->{to}: click early ({before})");
+            assert!(after > 2_000, "22050->{to}: flush lost the click ({after})");
+
+            // After flush it starts over like a new one.
+            let mut again = Vec::new();
+            r.process(&input, &mut again);
+            assert_eq!(again, resample_all(ESPEAK_RATE, to, &input), "22050->{to}");
+        }
     }
 }

@@ -105,9 +105,23 @@ pub enum ProtoError {
         /// Why it was refused.
         reason: String,
     },
-    /// A sample rate other than 8000, 16000 or 24000 Hz.
-    #[error("unsupported sample rate {0} Hz (supported: 8000, 16000, 24000)")]
+    /// A sample rate the [`Resampler`](crate::Resampler) cannot take:
+    /// outside 1000..=384000 Hz.
+    #[error("unsupported sample rate {0} Hz (the resampler takes 1000..=384000 Hz)")]
     UnsupportedSampleRate(u32),
+    /// A rate pair whose reduced ratio `up/down` would need too long a
+    /// resampling filter.
+    #[error("cannot resample {from} Hz to {to} Hz: ratio {up}/{down} needs too long a filter")]
+    ResampleRatioTooComplex {
+        /// Input rate in Hz.
+        from: u32,
+        /// Output rate in Hz.
+        to: u32,
+        /// Upsampling factor of the reduced ratio.
+        up: usize,
+        /// Downsampling factor of the reduced ratio.
+        down: usize,
+    },
     /// PCM16 bytes whose count is odd, so the last sample is cut.
     #[error("PCM16 data has an odd byte count ({0}); samples are 2 bytes")]
     OddByteCount(usize),
@@ -133,6 +147,7 @@ impl ProtoError {
             ProtoError::InvalidField { .. }
             | ProtoError::UnknownName { .. }
             | ProtoError::UnsupportedSampleRate(_)
+            | ProtoError::ResampleRatioTooComplex { .. }
             | ProtoError::OddByteCount(_)
             | ProtoError::InvalidBase64(_) => codes::INVALID_ARGUMENT,
         }

@@ -2,10 +2,10 @@
 //!
 //! | Route | Answer |
 //! |---|---|
-//! | `POST /v1/synthesize` | 200 audio (streamed, or whole from the cache with `X-Audio-Duration-Ms`), or [`SynthesizeJsonResponse`] with `Accept: application/json`; 400/413/415 invalid, 502 provider failed, 503 busy or provider unavailable, all [`ErrorBody`] |
+//! | `POST /v1/synthesize` | 200 audio (streamed, or whole from the cache with `X-Audio-Duration-Ms`), or [`SynthesizeJsonResponse`] with `Accept: application/json`; 400/413/415 invalid, 502 provider failed, 503 busy or provider unavailable, all [`ErrorBody`](voice_agent_proto::ErrorBody) |
 //! | `GET /metrics` | Prometheus text exposition |
 //! | `GET /healthz` | 200 `ok` |
-//! | `GET /readyz` | 200 `ok` once the provider check passed, else 503 [`ErrorBody`] (and a recheck) |
+//! | `GET /readyz` | 200 `ok` once the provider check passed, else 503 [`ErrorBody`](voice_agent_proto::ErrorBody) (and a recheck) |
 //!
 //! A streamed 200 is sent only after the provider produced audio; a failure
 //! after that aborts the body (the chunked transfer never terminates), so a

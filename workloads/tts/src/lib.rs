@@ -15,7 +15,7 @@
 //!
 //! Providers ([`provider::Provider`]): `local` runs espeak-ng as a child
 //! process per synthesis (text on stdin, WAV streamed from stdout, resampled
-//! from 22,050 Hz by [`resample::RationalResampler`]); `elevenlabs` streams
+//! from 22,050 Hz by [`voice_agent_proto::Resampler`]); `elevenlabs` streams
 //! PCM from ElevenLabs' API over HTTPS (rustls with the ring provider).
 
 use std::future::Future;
@@ -34,7 +34,6 @@ pub mod cache;
 pub mod config;
 pub mod exporter;
 pub mod provider;
-pub mod resample;
 pub mod synth;
 pub mod wav;
 

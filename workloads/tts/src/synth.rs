@@ -25,14 +25,13 @@ use futures::stream::{BoxStream, Stream, StreamExt};
 use thiserror::Error;
 use tokio::sync::OwnedSemaphorePermit;
 use voice_agent_proto::audio::{encode_mulaw_into, encode_pcm16_le_into};
-use voice_agent_proto::{AudioFormat, SynthesizeRequest};
+use voice_agent_proto::{AudioFormat, Resampler, SynthesizeRequest};
 
 use crate::State;
 use crate::cache::CacheKey;
 use crate::config::is_valid_voice_name;
 use crate::exporter::Outcome;
 use crate::provider::{ProviderError, VoiceError};
-use crate::resample::RateConverter;
 
 /// Why a synthesis request was refused before any audio was sent.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -129,7 +128,7 @@ pub struct AudioStream {
     state: Arc<State>,
     key: CacheKey,
     chunks: BoxStream<'static, Result<Vec<i16>, ProviderError>>,
-    converter: RateConverter,
+    converter: Resampler,
     resampled: Vec<i16>,
     /// Everything produced so far, for the cache; `None` once it cannot be
     /// cached (cache off or over budget).
@@ -351,7 +350,7 @@ async fn start(state: &Arc<State>, request: &SynthesizeRequest) -> Result<Synthe
         provider: provider.name(),
         after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
     })??;
-    let converter = RateConverter::new(pcm.sample_rate, request.sample_rate).map_err(|e| {
+    let converter = Resampler::new(pcm.sample_rate, request.sample_rate).map_err(|e| {
         ProviderError::Failed {
             provider: provider.name(),
             message: format!("unusable audio: {e}"),
