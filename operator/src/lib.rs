@@ -10,6 +10,7 @@
 //! command-line tools that need no cluster live beside it: CRD generation
 //! ([`crdgen`]), offline validation ([`validate`]) and rendering.
 
+pub mod autoscale;
 pub mod controller;
 pub mod crdgen;
 pub mod error;

@@ -82,6 +82,27 @@ enum Command {
         #[arg(long, env = "VOICE_AGENT_METRICS_URL")]
         metrics_url: Option<String>,
     },
+    /// Replay a signal trace (CSV: time_s,component,signal,value) through the
+    /// autoscaler's decision and print the replicas over time, for capacity
+    /// planning.
+    Simulate {
+        /// The VoiceAgent manifest (its targets, bounds and behavior apply).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// The signal trace.
+        #[arg(long)]
+        signals: PathBuf,
+        /// Print every tick as CSV instead of the changes.
+        #[arg(long)]
+        csv: bool,
+        /// Seconds between ticks (the operator ticks every 2 s).
+        #[arg(long, default_value_t = 2.0)]
+        tick_seconds: f64,
+        /// Simulated seconds to run; by default until the last sample plus the
+        /// scale-down window plus a minute.
+        #[arg(long)]
+        until_seconds: Option<f64>,
+    },
     /// Check VoiceAgent, PhoneNumber and Call manifests against the CRD schemas
     /// and CEL rules, without a cluster.
     Validate {
@@ -207,6 +228,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &text, &numbers, &namespace, settings,
             )?;
             print!("{yaml}");
+        }
+        Command::Simulate {
+            file,
+            signals,
+            csv,
+            tick_seconds,
+            until_seconds,
+        } => {
+            let manifest = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let va = voice_agent_operator::validate::load_voice_agent(&manifest)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let trace = std::fs::read_to_string(&signals)
+                .with_context(|| format!("reading {}", signals.display()))?;
+            if !(tick_seconds.is_finite() && tick_seconds >= 0.1) {
+                anyhow::bail!("--tick-seconds must be at least 0.1");
+            }
+            let options = voice_agent_operator::autoscale::simulate::Options {
+                tick_ms: (tick_seconds * 1000.0) as i64,
+                until_ms: until_seconds.map(|s| (s.max(0.0) * 1000.0) as i64),
+            };
+            let sim = voice_agent_operator::autoscale::simulate::simulate(&va, &trace, &options)
+                .with_context(|| format!("{}", signals.display()))?;
+            print!("{}", if csv { sim.to_csv() } else { sim.to_text() });
         }
         Command::Validate { files } => {
             let mut failed = false;

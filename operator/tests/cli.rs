@@ -143,3 +143,38 @@ fn render_refuses_an_invalid_voice_agent() {
         "{stderr}"
     );
 }
+
+#[test]
+fn simulate_replays_a_trace() {
+    let examples = root().join("examples");
+    let (out, stdout, stderr) = run(bin()
+        .args(["simulate", "-f"])
+        .arg(examples.join("voiceagent.yaml"))
+        .arg("--signals")
+        .arg(examples.join("signals/lunch-rush.csv")));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("PanicScaleUp"), "{stdout}");
+    assert!(stdout.contains("runtime  peak"), "{stdout}");
+    let (out, csv, _) = run(bin()
+        .args(["simulate", "--csv", "-f"])
+        .arg(examples.join("voiceagent.yaml"))
+        .arg("--signals")
+        .arg(examples.join("signals/lunch-rush.csv")));
+    assert!(out.status.success());
+    assert!(csv.starts_with("time_s,component,replicas,reason,changed\n"));
+
+    let bad = std::env::temp_dir().join(format!("va-bad-trace-{}.csv", std::process::id()));
+    std::fs::write(
+        &bad,
+        "0,runtime,activeCalls,10\n2,runtime,activeCalls,lots\n",
+    )
+    .expect("write");
+    let (out, _, stderr) = run(bin()
+        .args(["simulate", "-f"])
+        .arg(examples.join("voiceagent.yaml"))
+        .arg("--signals")
+        .arg(&bad));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("line 2: value \"lots\""), "{stderr}");
+    let _ = std::fs::remove_file(bad);
+}
