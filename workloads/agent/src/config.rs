@@ -1,6 +1,7 @@
 //! Configuration of the agent service: the [`ComponentConfig`] the operator
 //! renders (file named by `VOICE_AGENT_CONFIG`), plus environment overrides
-//! for the listen address, limits and the secrets (database URL, LLM API key).
+//! for the listen address, limits and the secrets (database URL, LLM,
+//! embedder and Qdrant API keys).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -8,6 +9,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 use voice_agent_api::deploy::{self, ComponentConfig};
+
+pub use crate::embed::openai::EmbedderTimeouts;
 
 /// Prefix of the agent's own environment variables.
 pub const ENV_PREFIX: &str = "VOICE_AGENT_AGENT_";
@@ -70,6 +73,12 @@ pub struct Config {
     pub database_url: Option<Secret>,
     /// LLM API key (`VOICE_AGENT_LLM_API_KEY`), for the `openai` provider.
     pub llm_api_key: Option<Secret>,
+    /// Embedder API key (`VOICE_AGENT_EMBEDDER_API_KEY`), for the `openai`
+    /// embedder.
+    pub embedder_api_key: Option<Secret>,
+    /// Qdrant API key (`VOICE_AGENT_QDRANT_API_KEY`), for the `qdrant`
+    /// vector store.
+    pub qdrant_api_key: Option<Secret>,
     /// Largest accepted request body (`VOICE_AGENT_AGENT_MAX_BODY_BYTES`,
     /// default 4 MiB: a 1 MiB document with JSON escaping fits).
     pub max_body_bytes: usize,
@@ -83,6 +92,11 @@ pub struct Config {
     pub retrieval: RetrievalConfig,
     /// LLM deadlines and retries.
     pub llm: LlmTimeouts,
+    /// Deadlines and retries of the `openai` embedder.
+    pub embedder: EmbedderTimeouts,
+    /// Deadline of one Qdrant call (`VOICE_AGENT_AGENT_QDRANT_TIMEOUT_MS`,
+    /// default 5 s).
+    pub qdrant_timeout: Duration,
 }
 
 /// Deadlines and retries of a remote LLM.
@@ -163,11 +177,15 @@ impl Config {
             component,
             database_url: None,
             llm_api_key: None,
+            embedder_api_key: None,
+            qdrant_api_key: None,
             max_body_bytes: 4 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             db_timeout: Duration::from_secs(3),
             retrieval: RetrievalConfig::default(),
             llm: LlmTimeouts::default(),
+            embedder: EmbedderTimeouts::default(),
+            qdrant_timeout: Duration::from_secs(5),
         }
     }
 
@@ -210,6 +228,12 @@ impl Config {
         c.llm_api_key = lookup(deploy::env::LLM_API_KEY)
             .filter(|v| !v.trim().is_empty())
             .map(|v| Secret::new(v.trim()));
+        c.embedder_api_key = lookup(deploy::env::EMBEDDER_API_KEY)
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| Secret::new(v.trim()));
+        c.qdrant_api_key = lookup(deploy::env::QDRANT_API_KEY)
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| Secret::new(v.trim()));
         let positive = |key: &str, default: u64| -> Result<u64, ConfigError> {
             let Some((var, value)) = get(key) else {
                 return Ok(default);
@@ -248,6 +272,17 @@ impl Config {
         c.llm.attempts =
             u32::try_from(positive("LLM_ATTEMPTS", u64::from(c.llm.attempts))?).unwrap_or(10);
         c.llm.backoff = Duration::from_millis(positive("LLM_BACKOFF_MS", ms(c.llm.backoff))?);
+        c.embedder.request =
+            Duration::from_millis(positive("EMBEDDER_TIMEOUT_MS", ms(c.embedder.request))?);
+        c.embedder.attempts = u32::try_from(positive(
+            "EMBEDDER_ATTEMPTS",
+            u64::from(c.embedder.attempts),
+        )?)
+        .unwrap_or(10);
+        c.embedder.backoff =
+            Duration::from_millis(positive("EMBEDDER_BACKOFF_MS", ms(c.embedder.backoff))?);
+        c.qdrant_timeout =
+            Duration::from_millis(positive("QDRANT_TIMEOUT_MS", ms(c.qdrant_timeout))?);
         Ok(c)
     }
 }
@@ -287,6 +322,9 @@ mod tests {
                 ("VOICE_AGENT_AGENT_LISTEN", "127.0.0.1:18080"),
                 ("DATABASE_URL", "postgres://u:hunter2@db/x"),
                 ("VOICE_AGENT_LLM_API_KEY", "sk-secret"),
+                ("VOICE_AGENT_EMBEDDER_API_KEY", "sk-embed-secret"),
+                ("VOICE_AGENT_QDRANT_API_KEY", "qdrant-secret"),
+                ("VOICE_AGENT_AGENT_EMBEDDER_ATTEMPTS", "5"),
                 ("VOICE_AGENT_AGENT_TOP_K", "5"),
                 ("VOICE_AGENT_AGENT_MIN_SCORE", "0.3"),
             ]),
@@ -298,6 +336,17 @@ mod tests {
         let debug = format!("{c:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
         assert!(!debug.contains("sk-secret"), "{debug}");
+        assert!(!debug.contains("sk-embed-secret"), "{debug}");
+        assert!(!debug.contains("qdrant-secret"), "{debug}");
+        assert_eq!(c.embedder.attempts, 5);
+        assert_eq!(
+            c.embedder_api_key.as_ref().map(Secret::expose),
+            Some("sk-embed-secret")
+        );
+        assert_eq!(
+            c.qdrant_api_key.as_ref().map(Secret::expose),
+            Some("qdrant-secret")
+        );
         assert_eq!(
             c.database_url.as_ref().map(Secret::expose),
             Some("postgres://u:hunter2@db/x")

@@ -1,5 +1,5 @@
-//! Text to vectors: the [`Embedder`] trait and the built-in, deterministic
-//! [`LocalEmbedder`].
+//! Text to vectors: the [`Embedder`] trait, the built-in, deterministic
+//! [`LocalEmbedder`] and the OpenAI-compatible [`OpenAiEmbedder`].
 
 use std::collections::HashMap;
 
@@ -7,6 +7,10 @@ use futures::future::BoxFuture;
 use thiserror::Error;
 
 use crate::text::terms;
+
+pub mod openai;
+
+pub use openai::{OpenAiEmbedder, OpenAiEmbedderSettings};
 
 /// An embedding failure.
 #[derive(Debug, Clone, Error)]

@@ -17,8 +17,9 @@
 //! - [`serve`]: the router on a listener until shutdown.
 //!
 //! The pieces are behind traits: [`Store`] ([`PgStore`], [`MemoryStore`]),
-//! [`Embedder`] ([`LocalEmbedder`]), [`VectorStore`] ([`EmbeddedIndex`]) and
-//! [`Llm`] ([`LocalResponder`], [`OpenAiLlm`]).
+//! [`Embedder`] ([`LocalEmbedder`], [`OpenAiEmbedder`]), [`VectorStore`]
+//! ([`EmbeddedIndex`], [`QdrantStore`]) and [`Llm`] ([`LocalResponder`],
+//! [`OpenAiLlm`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -48,12 +49,12 @@ pub mod vector;
 
 pub use api::router;
 pub use config::{Config, ConfigError, Secret};
-pub use embed::{Embedder, LocalEmbedder};
+pub use embed::{Embedder, LocalEmbedder, OpenAiEmbedder, OpenAiEmbedderSettings};
 pub use error::AgentError;
 pub use exporter::Exporter;
 pub use llm::{Llm, LlmEvent, LlmRequest, LocalResponder, OpenAiLlm};
 pub use store::{MemoryStore, PgStore, Scope, Store, StoreError};
-pub use vector::{EmbeddedIndex, VectorStore};
+pub use vector::{EmbeddedIndex, QdrantSettings, QdrantStore, VectorStore};
 
 /// The component this crate implements, as it appears in labels and metrics.
 pub const COMPONENT: Component = Component::Agent;
@@ -70,6 +71,12 @@ pub enum Error {
     /// The LLM client could not be built.
     #[error(transparent)]
     Llm(#[from] llm::LlmError),
+    /// The embedder could not be built (or its dimension learned).
+    #[error(transparent)]
+    Embed(#[from] embed::EmbedError),
+    /// The vector store could not be reached or prepared at start.
+    #[error(transparent)]
+    Vector(#[from] vector::VectorError),
     /// Loading the knowledge base at start failed.
     #[error("loading knowledge: {0}")]
     Knowledge(String),
@@ -168,27 +175,8 @@ impl State {
                 Arc::new(MemoryStore::new())
             }
         };
-        let knowledge = &config.component.knowledge;
-        let embedder: Arc<dyn Embedder> = match knowledge.embedder.provider {
-            EmbedderProvider::Local => Arc::new(LocalEmbedder::default()),
-            EmbedderProvider::Openai => {
-                return Err(Error::Unsupported(
-                    "knowledge.embedder.provider 'openai' is not implemented in this build; \
-                     use 'local'"
-                        .into(),
-                ));
-            }
-        };
-        let vectors: Arc<dyn VectorStore> = match knowledge.vector_store.type_ {
-            VectorStoreType::Embedded => Arc::new(EmbeddedIndex::new(embedder.dimensions())),
-            VectorStoreType::Qdrant => {
-                return Err(Error::Unsupported(
-                    "knowledge.vectorStore.type 'qdrant' is not implemented in this build; \
-                     use 'embedded'"
-                        .into(),
-                ));
-            }
-        };
+        let embedder = build_embedder(&config).await?;
+        let vectors = build_vector_store(&config, embedder.dimensions()).await?;
         let llm = build_llm(&config)?;
         Self::with_parts(
             config,
@@ -204,7 +192,8 @@ impl State {
 
     /// Dev mode: the service for `component`, on Postgres when
     /// `database_url` is given (else in memory), with every other setting at
-    /// its default and the LLM API key from `VOICE_AGENT_LLM_API_KEY`.
+    /// its default and the API keys from `VOICE_AGENT_LLM_API_KEY`,
+    /// `VOICE_AGENT_EMBEDDER_API_KEY` and `VOICE_AGENT_QDRANT_API_KEY`.
     pub async fn from_component_config(
         component: ComponentConfig,
         database_url: Option<String>,
@@ -213,10 +202,15 @@ impl State {
         config.database_url = database_url
             .filter(|u| !u.trim().is_empty())
             .map(Secret::new);
-        config.llm_api_key = std::env::var(voice_agent_api::deploy::env::LLM_API_KEY)
-            .ok()
-            .filter(|k| !k.trim().is_empty())
-            .map(|k| Secret::new(k.trim()));
+        let key = |var: &str| {
+            std::env::var(var)
+                .ok()
+                .filter(|k| !k.trim().is_empty())
+                .map(|k| Secret::new(k.trim()))
+        };
+        config.llm_api_key = key(voice_agent_api::deploy::env::LLM_API_KEY);
+        config.embedder_api_key = key(voice_agent_api::deploy::env::EMBEDDER_API_KEY);
+        config.qdrant_api_key = key(voice_agent_api::deploy::env::QDRANT_API_KEY);
         Self::new(config).await
     }
 
@@ -276,6 +270,82 @@ impl State {
     pub async fn ready(&self) -> Result<(), AgentError> {
         self.parts.store.ping().await.map_err(AgentError::from)
     }
+}
+
+/// The embedder the config names; the `openai` one learns its dimension
+/// from the endpoint when the model is not one of OpenAI's own.
+async fn build_embedder(config: &Config) -> Result<Arc<dyn Embedder>, Error> {
+    let spec = &config.component.knowledge.embedder;
+    Ok(match spec.provider {
+        EmbedderProvider::Local => Arc::new(LocalEmbedder::default()),
+        EmbedderProvider::Openai => {
+            if config.embedder_api_key.is_none() {
+                tracing::warn!(
+                    component = "agent",
+                    "embedder: openai without an API key ({} is unset); requests are sent \
+                     without one",
+                    voice_agent_api::deploy::env::EMBEDDER_API_KEY
+                );
+            }
+            let settings = OpenAiEmbedderSettings {
+                api_key: config.embedder_api_key.clone(),
+                timeouts: config.embedder.clone(),
+                ..OpenAiEmbedderSettings::new(
+                    spec.base_url
+                        .clone()
+                        .unwrap_or_else(|| embed::openai::DEFAULT_BASE_URL.to_owned()),
+                    spec.model
+                        .clone()
+                        .unwrap_or_else(|| embed::openai::DEFAULT_MODEL.to_owned()),
+                )
+            };
+            let embedder = OpenAiEmbedder::connect(settings).await?;
+            tracing::info!(
+                component = "agent",
+                url = %embedder.url(),
+                model = %embedder.name(),
+                dimensions = embedder.dimensions(),
+                "embedder: openai-compatible"
+            );
+            Arc::new(embedder)
+        }
+    })
+}
+
+/// The vector store the config names, for vectors of `dimensions`.
+async fn build_vector_store(
+    config: &Config,
+    dimensions: usize,
+) -> Result<Arc<dyn VectorStore>, Error> {
+    let spec = &config.component.knowledge.vector_store;
+    Ok(match spec.type_ {
+        VectorStoreType::Embedded => Arc::new(EmbeddedIndex::new(dimensions)),
+        VectorStoreType::Qdrant => {
+            let Some(qdrant) = &spec.qdrant else {
+                return Err(Error::Unsupported(
+                    "knowledge.vectorStore.type 'qdrant' requires the knowledge.vectorStore.qdrant \
+                     block"
+                        .into(),
+                ));
+            };
+            let settings = QdrantSettings {
+                url: qdrant.url.clone(),
+                collection: qdrant.collection.clone(),
+                api_key: config.qdrant_api_key.clone(),
+                timeout: config.qdrant_timeout,
+                namespace: config.component.namespace.clone(),
+            };
+            let store = QdrantStore::connect(settings, dimensions).await?;
+            tracing::info!(
+                component = "agent",
+                url = %qdrant.url,
+                collection = %store.collection(),
+                dimensions,
+                "vector store: qdrant"
+            );
+            Arc::new(store)
+        }
+    })
 }
 
 /// The LLM the config names.

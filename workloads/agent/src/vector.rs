@@ -1,8 +1,8 @@
-//! Vector search behind one trait: the [`VectorStore`] and the embedded,
+//! Vector search behind one trait: the [`VectorStore`], the embedded,
 //! in-process [`EmbeddedIndex`] (brute-force cosine over contiguous `f32`,
-//! partitioned per VoiceAgent). The embedded index holds no data of its own:
-//! its rows are persisted in the database's `chunks` table and loaded back
-//! at start.
+//! partitioned per VoiceAgent) and a Qdrant server ([`QdrantStore`]). The
+//! embedded index holds no data of its own: its rows are persisted in the
+//! database's `chunks` table and loaded back at start.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -11,6 +11,10 @@ use futures::future::BoxFuture;
 use thiserror::Error;
 
 use crate::embed::dot;
+
+pub mod qdrant;
+
+pub use qdrant::{QdrantSettings, QdrantStore};
 
 /// A chunk as stored in a vector store: its vector plus what a citation
 /// needs.
