@@ -355,8 +355,13 @@ pub const KINDS: [&str; 6] = [
     "Deployment",
 ];
 
-/// The hash of a desired object, before the hash annotation is added.
+/// The hash of a desired object, before the hash annotation is added,
+/// without `spec.replicas` (the autoscaler's field; compared separately).
 pub fn applied_hash(obj: &Value) -> String {
+    let mut obj = obj.clone();
+    if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.remove("replicas");
+    }
     let digest = Sha256::digest(obj.to_string().as_bytes());
     digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
 }
@@ -386,7 +391,12 @@ async fn apply(
                 .as_ref()
                 .and_then(|o| o.metadata.annotations.as_ref())
                 .and_then(|a| a.get(APPLIED_HASH_ANNOTATION));
-            let result = if current == Some(&hash) {
+            // Replicas are the autoscaler's: the hash leaves them out, and they
+            // are compared directly, so a scale does not make the whole
+            // Deployment look changed, while a new bound that clamps them does.
+            let replicas_match = existing.as_ref().map(|o| o.data.pointer("/spec/replicas"))
+                == Some(json.pointer("/spec/replicas"));
+            let result = if current == Some(&hash) && replicas_match {
                 existing
             } else {
                 let patch = Patch::Apply(&json);
