@@ -27,6 +27,16 @@ enum Command {
         /// Base URL of the cluster's metrics service.
         #[arg(long, env = "VOICE_AGENT_METRICS_URL")]
         metrics_url: Option<String>,
+        /// Milliseconds between autoscaler ticks (the autoscaler runs on the
+        /// leader only when a metrics URL is set).
+        #[arg(
+            long = "autoscale-interval",
+            env = "VOICE_AGENT_AUTOSCALE_INTERVAL_MS",
+            value_name = "MS",
+            default_value_t = 2000,
+            value_parser = clap::value_parser!(u64).range(100..)
+        )]
+        autoscale_interval_ms: u64,
         /// Address of /metrics, /healthz and /readyz.
         #[arg(
             long,
@@ -141,6 +151,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             namespaces,
             image,
             metrics_url,
+            autoscale_interval_ms,
             listen,
             no_leader_election,
             lease_namespace,
@@ -166,6 +177,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 settings,
                 listen,
                 lease,
+                autoscale_interval: std::time::Duration::from_millis(autoscale_interval_ms),
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

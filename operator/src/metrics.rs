@@ -21,6 +21,12 @@ pub struct Metrics {
     pub managed: IntGaugeVec,
     /// 1 while this replica holds the leader Lease.
     pub leader: IntGauge,
+    /// Replicas the autoscaler wants, by namespace, VoiceAgent and component.
+    pub desired_replicas: IntGaugeVec,
+    /// `spec.replicas` of the component Deployment as of the last tick.
+    pub current_replicas: IntGaugeVec,
+    /// Autoscaler decisions by component and reason, one per component per tick.
+    pub scaling_decisions: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -81,6 +87,30 @@ impl Metrics {
             "1 while this replica holds the leader Lease, else 0.",
         )
         .expect("valid metric");
+        let desired_replicas = IntGaugeVec::new(
+            Opts::new(
+                "voice_agent_operator_desired_replicas",
+                "Replicas the autoscaler wants, by VoiceAgent and component.",
+            ),
+            &["namespace", "voice_agent", "component"],
+        )
+        .expect("valid metric");
+        let current_replicas = IntGaugeVec::new(
+            Opts::new(
+                "voice_agent_operator_current_replicas",
+                "spec.replicas of the component Deployment after the last autoscaler tick.",
+            ),
+            &["namespace", "voice_agent", "component"],
+        )
+        .expect("valid metric");
+        let scaling_decisions = IntCounterVec::new(
+            Opts::new(
+                "voice_agent_operator_scaling_decisions_total",
+                "Autoscaler decisions by component and reason (one per component per tick).",
+            ),
+            &["component", "reason"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(errors.clone()),
@@ -88,6 +118,9 @@ impl Metrics {
             Box::new(writes.clone()),
             Box::new(managed.clone()),
             Box::new(leader.clone()),
+            Box::new(desired_replicas.clone()),
+            Box::new(current_replicas.clone()),
+            Box::new(scaling_decisions.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -99,6 +132,9 @@ impl Metrics {
             writes,
             managed,
             leader,
+            desired_replicas,
+            current_replicas,
+            scaling_decisions,
         }
     }
 

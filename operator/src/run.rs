@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -27,6 +28,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 use voice_agent_api::{PhoneNumber, VoiceAgent};
 
+use crate::autoscale::live::Autoscaler;
 use crate::controller::voiceagent::{self, agent_of_number, agents_referencing_secret};
 use crate::controller::{Context, Ctx};
 use crate::leader::{LeaderElector, LeaseSettings};
@@ -44,6 +46,8 @@ pub struct RunConfig {
     pub listen: SocketAddr,
     /// Leader election; `None` runs without it (one replica only).
     pub lease: Option<LeaseSettings>,
+    /// Time between autoscaler ticks (the loop runs only with a metrics URL).
+    pub autoscale_interval: Duration,
 }
 
 /// Why the operator could not start or stopped.
@@ -196,6 +200,7 @@ pub async fn run_until(
         },
     ));
     let (ctl_stop_tx, ctl_stop_rx) = watch::channel(false);
+    spawn_autoscaler(&client, &config, &ctx, ctl_stop_rx.clone());
     let controllers = run_controllers(client.clone(), &config.namespaces, ctx, ctl_stop_rx);
 
     let lost = match &elector {
@@ -227,6 +232,34 @@ pub async fn run_until(
         }
     }
     Ok(())
+}
+
+/// Starts the autoscaler's live loop on the leader, when there is a metrics
+/// service to read.
+fn spawn_autoscaler(client: &Client, config: &RunConfig, ctx: &Ctx, stop: watch::Receiver<bool>) {
+    let Some(url) = config.settings.metrics_url.as_deref() else {
+        warn!(
+            "autoscaler off: no metrics service URL (--metrics-url / VOICE_AGENT_METRICS_URL); \
+             replicas stay as they are, within minReplicas..maxReplicas"
+        );
+        return;
+    };
+    let timeout = config
+        .autoscale_interval
+        .clamp(Duration::from_millis(500), Duration::from_secs(5));
+    match Autoscaler::new(
+        client.clone(),
+        url,
+        config.namespaces.clone(),
+        ctx.metrics.clone(),
+        ctx.recorder.clone(),
+        timeout,
+    ) {
+        Ok(a) => {
+            tokio::spawn(a.run(config.autoscale_interval, stop));
+        }
+        Err(e) => error!("autoscaler off: building its HTTP client failed: {e}"),
+    }
 }
 
 /// Every 30 s, drops deleted VoiceAgents from the `managed_objects` gauge.

@@ -655,6 +655,7 @@ async fn the_operator_runs_reconciles_and_releases_its_lease() {
         settings: OperatorSettings::default(),
         listen: "127.0.0.1:0".parse().expect("addr"),
         lease: Some(LeaseSettings::new(NS, "operator-0")),
+        autoscale_interval: Duration::from_secs(2),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let client = e.client.clone();
@@ -726,4 +727,62 @@ async fn startup_names_the_install_command_when_crds_are_missing() {
     voice_agent_operator::run::check_crds(&client)
         .await
         .expect("installed");
+}
+
+#[tokio::test]
+async fn a_scale_by_the_autoscaler_is_not_reapplied_but_new_bounds_clamp_it() {
+    use kube::api::{Patch, PatchParams};
+    let e = env().await;
+    e.seed_secret(secret("twilio", &[("authToken", "tok")]));
+    e.create_agent(example("voiceagent-minimal.yaml")).await;
+    e.reconcile("hello").await;
+    // The autoscaler scales the runtime to 3 with its own field manager.
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(e.client.clone(), NS);
+    let scale = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "hello-runtime"},
+                       "spec": {"replicas": 3}});
+    deployments
+        .patch(
+            "hello-runtime",
+            &PatchParams::apply("voice-agent-operator-autoscaler").force(),
+            &Patch::Apply(&scale),
+        )
+        .await
+        .expect("scale");
+    e.fake.reset_writes();
+    let out = e.reconcile("hello").await;
+    assert!(
+        out.updated.is_empty(),
+        "a scale is not a change of the Deployment: {:?}",
+        out.updated
+    );
+    assert!(
+        e.object_writes().iter().all(|w| w.plural != "deployments"),
+        "{:?}",
+        kinds(&e.object_writes())
+    );
+    let d = e
+        .fake
+        .get("deployments", Some(NS), "hello-runtime")
+        .expect("deployment");
+    assert_eq!(d["spec"]["replicas"], 3);
+    assert!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"].is_string(),
+        "template intact"
+    );
+
+    // Raising minReplicas above the current replicas clamps them.
+    let api: Api<VoiceAgent> = Api::namespaced(e.client.clone(), NS);
+    let mut va = e.agent("hello").await;
+    va.spec.components.runtime.min_replicas = 4;
+    api.replace("hello", &PostParams::default(), &va)
+        .await
+        .expect("update");
+    let out = e.reconcile("hello").await;
+    assert_eq!(out.updated, ["Deployment/hello-runtime"]);
+    let d = e
+        .fake
+        .get("deployments", Some(NS), "hello-runtime")
+        .expect("deployment");
+    assert_eq!(d["spec"]["replicas"], 4);
 }

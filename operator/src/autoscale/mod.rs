@@ -15,6 +15,7 @@
 //! by default), as HPA v2 does, so a brief dip never removes pods. Missing
 //! or stale signals hold the current replicas.
 
+pub mod live;
 pub mod simulate;
 
 use std::collections::VecDeque;

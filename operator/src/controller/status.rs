@@ -199,7 +199,8 @@ pub fn compute(
     }
 }
 
-fn slot(c: &ComponentsStatus, comp: Component) -> &Option<ComponentStatus> {
+/// The status of component `comp`.
+pub(crate) fn slot(c: &ComponentsStatus, comp: Component) -> &Option<ComponentStatus> {
     match comp {
         Component::Gateway => &c.gateway,
         Component::Runtime => &c.runtime,
@@ -388,6 +389,17 @@ spec:
         let naming = Naming::new(&va).expect("named");
         let mut prev = compute(&va, &naming, &observed([1, 1, 1, 1]), at(10));
         prev.active_calls = Some(7);
+        set_condition(
+            &mut prev.conditions,
+            new_condition(
+                types::SCALING_ACTIVE,
+                Status::True,
+                "ScaleUp",
+                "scaling",
+                Some(3),
+                at(5),
+            ),
+        );
         if let Some(c) = prev.components.as_mut().and_then(|c| c.runtime.as_mut()) {
             c.reason = Some("CallsPerPodAboveTarget".into());
             c.last_scale_time = Some(at(5));
@@ -402,5 +414,10 @@ spec:
             .expect("runtime");
         assert_eq!(rt.reason.as_deref(), Some("CallsPerPodAboveTarget"));
         assert_eq!(rt.last_scale_time, Some(at(5)));
+        let scaling = cond(&s, types::SCALING_ACTIVE);
+        assert_eq!(
+            (scaling.status.as_str(), scaling.reason.as_str()),
+            ("True", "ScaleUp")
+        );
     }
 }
