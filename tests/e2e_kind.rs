@@ -104,6 +104,7 @@ async fn operator_reconciles_the_examples_on_a_real_cluster() {
         settings,
         listen: "127.0.0.1:0".parse().expect("addr"),
         lease: Some(voice_agent_operator::leader::LeaseSettings::new(&ns, "e2e")),
+        autoscale_interval: Duration::from_secs(2),
     };
     let operator = tokio::spawn(run(client.clone(), config, "e2e"));
 
