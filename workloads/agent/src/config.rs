@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 use voice_agent_api::deploy::{self, ComponentConfig};
+use voice_agent_http::env::{EnvError, EnvVars};
 
 pub use crate::embed::openai::EmbedderTimeouts;
 
@@ -158,15 +159,8 @@ pub enum ConfigError {
         message: String,
     },
     /// An environment variable has an unusable value.
-    #[error("{var}={value:?}: {reason}")]
-    Env {
-        /// The variable.
-        var: String,
-        /// Its value.
-        value: String,
-        /// What is wrong.
-        reason: &'static str,
-    },
+    #[error(transparent)]
+    Env(#[from] EnvError),
 }
 
 impl Config {
@@ -211,17 +205,8 @@ impl Config {
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let mut c = Config::new(component);
-        let get = |key: &str| {
-            let var = format!("{ENV_PREFIX}{key}");
-            lookup(&var).map(|value| (var, value))
-        };
-        if let Some((var, value)) = get("LISTEN") {
-            c.listen = value.trim().parse().map_err(|_| ConfigError::Env {
-                var,
-                value,
-                reason: "must be an address like 0.0.0.0:8080",
-            })?;
-        }
+        let env = EnvVars::new(ENV_PREFIX, &lookup);
+        c.listen = env.listen("LISTEN", c.listen)?;
         c.database_url = lookup(deploy::env::DATABASE_URL)
             .filter(|v| !v.trim().is_empty())
             .map(Secret::new);
@@ -234,55 +219,34 @@ impl Config {
         c.qdrant_api_key = lookup(deploy::env::QDRANT_API_KEY)
             .filter(|v| !v.trim().is_empty())
             .map(|v| Secret::new(v.trim()));
-        let positive = |key: &str, default: u64| -> Result<u64, ConfigError> {
-            let Some((var, value)) = get(key) else {
-                return Ok(default);
-            };
-            match value.trim().parse::<u64>() {
-                Ok(n) if n > 0 => Ok(n),
-                _ => Err(ConfigError::Env {
-                    var,
-                    value,
-                    reason: "must be a whole number > 0",
-                }),
-            }
-        };
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
-        c.max_body_bytes = as_usize(positive("MAX_BODY_BYTES", c.max_body_bytes as u64)?);
-        c.request_timeout =
-            Duration::from_millis(positive("REQUEST_TIMEOUT_MS", ms(c.request_timeout))?);
-        c.db_timeout = Duration::from_millis(positive("DB_TIMEOUT_MS", ms(c.db_timeout))?);
-        c.retrieval.top_k = as_usize(positive("TOP_K", c.retrieval.top_k as u64)?).min(20);
-        if let Some((var, value)) = get("MIN_SCORE") {
+        c.max_body_bytes = env.count("MAX_BODY_BYTES", c.max_body_bytes, 1)?;
+        c.request_timeout = env.millis("REQUEST_TIMEOUT_MS", c.request_timeout, 1)?;
+        c.db_timeout = env.millis("DB_TIMEOUT_MS", c.db_timeout, 1)?;
+        c.retrieval.top_k = env.count("TOP_K", c.retrieval.top_k, 1)?.min(20);
+        if let Some((var, value)) = env.get("MIN_SCORE") {
             c.retrieval.min_score = match value.trim().parse::<f32>() {
                 Ok(s) if (0.0..=1.0).contains(&s) => s,
                 _ => {
-                    return Err(ConfigError::Env {
+                    return Err(EnvError {
                         var,
                         value,
                         reason: "must be a number from 0 to 1",
-                    });
+                    }
+                    .into());
                 }
             };
         }
-        c.llm.first_byte =
-            Duration::from_millis(positive("LLM_FIRST_BYTE_TIMEOUT_MS", ms(c.llm.first_byte))?);
-        c.llm.idle = Duration::from_millis(positive("LLM_IDLE_TIMEOUT_MS", ms(c.llm.idle))?);
-        c.llm.attempts =
-            u32::try_from(positive("LLM_ATTEMPTS", u64::from(c.llm.attempts))?).unwrap_or(10);
-        c.llm.backoff = Duration::from_millis(positive("LLM_BACKOFF_MS", ms(c.llm.backoff))?);
-        c.embedder.request =
-            Duration::from_millis(positive("EMBEDDER_TIMEOUT_MS", ms(c.embedder.request))?);
-        c.embedder.attempts = u32::try_from(positive(
-            "EMBEDDER_ATTEMPTS",
-            u64::from(c.embedder.attempts),
-        )?)
-        .unwrap_or(10);
-        c.embedder.backoff =
-            Duration::from_millis(positive("EMBEDDER_BACKOFF_MS", ms(c.embedder.backoff))?);
-        c.qdrant_timeout =
-            Duration::from_millis(positive("QDRANT_TIMEOUT_MS", ms(c.qdrant_timeout))?);
+        let attempts = |key: &str, default: u32| -> Result<u32, ConfigError> {
+            Ok(u32::try_from(env.positive(key, u64::from(default))?).unwrap_or(10))
+        };
+        c.llm.first_byte = env.millis("LLM_FIRST_BYTE_TIMEOUT_MS", c.llm.first_byte, 1)?;
+        c.llm.idle = env.millis("LLM_IDLE_TIMEOUT_MS", c.llm.idle, 1)?;
+        c.llm.attempts = attempts("LLM_ATTEMPTS", c.llm.attempts)?;
+        c.llm.backoff = env.millis("LLM_BACKOFF_MS", c.llm.backoff, 1)?;
+        c.embedder.request = env.millis("EMBEDDER_TIMEOUT_MS", c.embedder.request, 1)?;
+        c.embedder.attempts = attempts("EMBEDDER_ATTEMPTS", c.embedder.attempts)?;
+        c.embedder.backoff = env.millis("EMBEDDER_BACKOFF_MS", c.embedder.backoff, 1)?;
+        c.qdrant_timeout = env.millis("QDRANT_TIMEOUT_MS", c.qdrant_timeout, 1)?;
         Ok(c)
     }
 }

@@ -7,7 +7,10 @@
 //! - [`error_response`], [`is_json`], [`accepts`]: the error shape of
 //!   DESIGN.md §5 and `Content-Type`/`Accept` checks;
 //! - [`nodelay`]: a listener that sets `TCP_NODELAY`, which streamed
-//!   responses need (see its docs).
+//!   responses need (see its docs);
+//! - [`env`]: settings from prefixed environment variables.
+
+pub mod env;
 
 use std::sync::Arc;
 use std::time::Duration;

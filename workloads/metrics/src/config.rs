@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use thiserror::Error;
+use voice_agent_http::env::EnvVars;
 
 /// Prefix of every environment variable the service reads.
 pub const ENV_PREFIX: &str = "VOICE_AGENT_METRICS_";
@@ -49,16 +49,7 @@ impl Default for Config {
 }
 
 /// A configuration value that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("{var}={value:?}: {reason}")]
-pub struct ConfigError {
-    /// The environment variable.
-    pub var: String,
-    /// Its value.
-    pub value: String,
-    /// What is wrong with it.
-    pub reason: &'static str,
-}
+pub use voice_agent_http::env::EnvError as ConfigError;
 
 impl Config {
     /// Defaults overridden by the process environment.
@@ -70,44 +61,14 @@ impl Config {
     /// touching the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut c = Config::default();
-        let get = |key: &str| {
-            let var = format!("{ENV_PREFIX}{key}");
-            lookup(&var).map(|value| (var, value))
-        };
-        if let Some((var, value)) = get("LISTEN") {
-            c.listen = value.trim().parse().map_err(|_| ConfigError {
-                var,
-                value,
-                reason: "must be an address like 0.0.0.0:9090",
-            })?;
-        }
-        let positive = |key: &str, default: u64| -> Result<u64, ConfigError> {
-            let Some((var, value)) = get(key) else {
-                return Ok(default);
-            };
-            match value.trim().parse::<u64>() {
-                Ok(n) if n > 0 => Ok(n),
-                _ => Err(ConfigError {
-                    var,
-                    value,
-                    reason: "must be a whole number > 0",
-                }),
-            }
-        };
-        let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        c.max_body_bytes = as_usize(positive("MAX_BODY_BYTES", c.max_body_bytes as u64)?);
-        c.max_samples_per_batch = as_usize(positive(
-            "MAX_SAMPLES_PER_BATCH",
-            c.max_samples_per_batch as u64,
-        )?);
-        c.max_series = as_usize(positive("MAX_SERIES", c.max_series as u64)?);
-        c.max_future_skew =
-            Duration::from_millis(positive("MAX_FUTURE_SKEW_MS", ms(c.max_future_skew))?);
-        c.gauge_staleness =
-            Duration::from_millis(positive("GAUGE_STALENESS_MS", ms(c.gauge_staleness))?);
-        c.request_timeout =
-            Duration::from_millis(positive("REQUEST_TIMEOUT_MS", ms(c.request_timeout))?);
+        let env = EnvVars::new(ENV_PREFIX, lookup);
+        c.listen = env.listen("LISTEN", c.listen)?;
+        c.max_body_bytes = env.count("MAX_BODY_BYTES", c.max_body_bytes, 1)?;
+        c.max_samples_per_batch = env.count("MAX_SAMPLES_PER_BATCH", c.max_samples_per_batch, 1)?;
+        c.max_series = env.count("MAX_SERIES", c.max_series, 1)?;
+        c.max_future_skew = env.millis("MAX_FUTURE_SKEW_MS", c.max_future_skew, 1)?;
+        c.gauge_staleness = env.millis("GAUGE_STALENESS_MS", c.gauge_staleness, 1)?;
+        c.request_timeout = env.millis("REQUEST_TIMEOUT_MS", c.request_timeout, 1)?;
         Ok(c)
     }
 }

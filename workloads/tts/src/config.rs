@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use thiserror::Error;
+use voice_agent_http::env::EnvVars;
 
 /// Prefix of every environment variable the service reads.
 pub const ENV_PREFIX: &str = "VOICE_AGENT_TTS_";
@@ -159,18 +159,9 @@ impl Default for Config {
     }
 }
 
-/// A configuration value that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("{var}={value:?}: {reason}")]
-pub struct ConfigError {
-    /// The environment variable.
-    pub var: String,
-    /// Its value (empty for a missing required variable; `<redacted>` for a
-    /// secret).
-    pub value: String,
-    /// What is wrong with it.
-    pub reason: &'static str,
-}
+/// A configuration value that cannot be used (its `value` is empty for a
+/// missing required variable; secrets are never echoed).
+pub use voice_agent_http::env::EnvError as ConfigError;
 
 /// Whether `voice` is a syntactically acceptable voice name:
 /// `^[a-zA-Z0-9_+-]{1,40}$`. Providers check further that it exists.
@@ -191,17 +182,9 @@ impl Config {
     /// touching the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut c = Config::default();
-        let get = |key: &str| {
-            let var = format!("{ENV_PREFIX}{key}");
-            lookup(&var).map(|value| (var, value))
-        };
-        if let Some((var, value)) = get("LISTEN") {
-            c.listen = value.trim().parse().map_err(|_| ConfigError {
-                var,
-                value,
-                reason: "must be an address like 0.0.0.0:8080",
-            })?;
-        }
+        let env = EnvVars::new(ENV_PREFIX, lookup);
+        let get = |key: &str| env.get(key);
+        c.listen = env.listen("LISTEN", c.listen)?;
         if let Some((var, value)) = get("PROVIDER") {
             c.provider = value.parse().map_err(|()| ConfigError {
                 var,
@@ -264,38 +247,16 @@ impl Config {
             }
             c.espeak_bin = bin.to_owned();
         }
-        let number = |key: &str, default: u64, min: u64| -> Result<u64, ConfigError> {
-            let Some((var, value)) = get(key) else {
-                return Ok(default);
-            };
-            match value.trim().parse::<u64>() {
-                Ok(n) if n >= min => Ok(n),
-                _ => Err(ConfigError {
-                    var,
-                    value,
-                    reason: if min == 0 {
-                        "must be a whole number >= 0"
-                    } else {
-                        "must be a whole number > 0"
-                    },
-                }),
-            }
-        };
-        let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        c.max_text_chars = as_usize(number("MAX_TEXT_CHARS", c.max_text_chars as u64, 1)?);
-        c.max_body_bytes = as_usize(number("MAX_BODY_BYTES", c.max_body_bytes as u64, 1)?);
-        c.cache_bytes = as_usize(number("CACHE_BYTES", c.cache_bytes as u64, 0)?);
-        c.max_concurrent = as_usize(number("MAX_CONCURRENT", c.max_concurrent as u64, 1)?);
-        c.queue_timeout =
-            Duration::from_millis(number("QUEUE_TIMEOUT_MS", ms(c.queue_timeout), 0)?);
-        c.provider_timeout =
-            Duration::from_millis(number("PROVIDER_TIMEOUT_MS", ms(c.provider_timeout), 1)?);
-        c.request_timeout =
-            Duration::from_millis(number("REQUEST_TIMEOUT_MS", ms(c.request_timeout), 1)?);
+        c.max_text_chars = env.count("MAX_TEXT_CHARS", c.max_text_chars, 1)?;
+        c.max_body_bytes = env.count("MAX_BODY_BYTES", c.max_body_bytes, 1)?;
+        c.cache_bytes = env.count("CACHE_BYTES", c.cache_bytes, 0)?;
+        c.max_concurrent = env.count("MAX_CONCURRENT", c.max_concurrent, 1)?;
+        c.queue_timeout = env.millis("QUEUE_TIMEOUT_MS", c.queue_timeout, 0)?;
+        c.provider_timeout = env.millis("PROVIDER_TIMEOUT_MS", c.provider_timeout, 1)?;
+        c.request_timeout = env.millis("REQUEST_TIMEOUT_MS", c.request_timeout, 1)?;
         if c.provider == ProviderKind::ElevenLabs && c.api_key.is_empty() {
             return Err(ConfigError {
-                var: format!("{ENV_PREFIX}API_KEY"),
+                var: env.name("API_KEY"),
                 value: String::new(),
                 reason: "required when VOICE_AGENT_TTS_PROVIDER=elevenlabs",
             });
