@@ -125,6 +125,10 @@ pub enum ProtoError {
     /// PCM16 bytes whose count is odd, so the last sample is cut.
     #[error("PCM16 data has an odd byte count ({0}); samples are 2 bytes")]
     OddByteCount(usize),
+    /// A message that is not valid for its protocol (bad JSON, unknown
+    /// event, missing field, oversized).
+    #[error("{0}")]
+    Malformed(String),
     /// Text that is not valid standard base64.
     #[error("invalid base64: {0}")]
     InvalidBase64(String),
@@ -149,6 +153,7 @@ impl ProtoError {
             | ProtoError::UnsupportedSampleRate(_)
             | ProtoError::ResampleRatioTooComplex { .. }
             | ProtoError::OddByteCount(_)
+            | ProtoError::Malformed(_)
             | ProtoError::InvalidBase64(_) => codes::INVALID_ARGUMENT,
         }
     }

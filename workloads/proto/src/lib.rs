@@ -10,6 +10,7 @@ pub mod audio;
 pub mod base64;
 pub mod component;
 pub mod error;
+pub mod mediastreams;
 pub mod metrics;
 pub mod session;
 pub mod stage;

@@ -8,10 +8,12 @@
 //! once when the caller barges in. It drains instead of dropping calls
 //! (DESIGN.md §4 "Drain", §5 "runtime").
 //!
-//! This crate is a library; `voice-agent runtime` runs it. The session API and
-//! the voice loop are not part of this build yet.
+//! This crate is a library; `voice-agent runtime` runs it.
 
 use voice_agent_proto::Component;
+
+pub mod stt;
+pub mod vad;
 
 /// The component this crate implements, as it appears in labels and metrics.
 pub const COMPONENT: Component = Component::Runtime;

@@ -1,0 +1,1 @@
+//! The offline recognizer: CMU PocketSphinx with the `en-us` acoustic model.
