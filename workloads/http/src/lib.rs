@@ -8,9 +8,12 @@
 //!   DESIGN.md §5 and `Content-Type`/`Accept` checks;
 //! - [`nodelay`]: a listener that sets `TCP_NODELAY`, which streamed
 //!   responses need (see its docs);
-//! - [`env`]: settings from prefixed environment variables.
+//! - [`env`]: settings from prefixed environment variables;
+//! - [`samples`]: the non-blocking pusher of latency and load samples to
+//!   the metrics service.
 
 pub mod env;
+pub mod samples;
 
 use std::sync::Arc;
 use std::time::Duration;
