@@ -3,7 +3,6 @@
 //! for the listen address, limits and the secrets (database URL, LLM,
 //! embedder and Qdrant API keys).
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -21,27 +20,7 @@ pub const MAX_UTTERANCE_CHARS: usize = 2_000;
 /// Largest accepted document content, in bytes (UTF-8).
 pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 
-/// A secret value (database URL, API key): never printed by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The value itself; only for the place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+pub use voice_agent_http::env::Secret;
 
 /// Retrieval settings.
 #[derive(Debug, Clone, PartialEq)]

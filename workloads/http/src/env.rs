@@ -9,6 +9,38 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+/// A secret string (an API key, an auth token): its `Debug` form never shows
+/// the value, so a logged config cannot leak it.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether no value is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "Secret(<unset>)"
+        } else {
+            "Secret(<redacted>)"
+        })
+    }
+}
+
 /// A setting that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("{var}={value:?}: {reason}")]

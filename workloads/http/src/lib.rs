@@ -45,6 +45,15 @@ pub struct Limits {
 /// its handler ran, so a service can count the refusal.
 pub type OnTooLarge = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// A reqwest client builder that works whatever TLS features the workspace
+/// unified into reqwest: it installs ring as the process's rustls crypto
+/// provider when none is (reqwest's `rustls-no-provider` requires one).
+pub fn client_builder() -> reqwest::ClientBuilder {
+    // Err means a provider is already installed: fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
 /// An [`ErrorBody`] answer.
 pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (status, axum::Json(ErrorBody::new(code, message))).into_response()

@@ -164,7 +164,7 @@ async fn run(
     inner: std::sync::Weak<Inner>,
     stats: Arc<PusherStats>,
 ) {
-    let client = match reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build() {
+    let client = match crate::client_builder().timeout(REQUEST_TIMEOUT).build() {
         Ok(client) => client,
         Err(e) => {
             tracing::warn!(error = %e, "metrics sample pusher disabled: no HTTP client");

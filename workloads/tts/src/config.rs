@@ -58,37 +58,7 @@ impl FromStr for ProviderKind {
     }
 }
 
-/// A secret string (an API key): its `Debug` form never shows the value, so
-/// a logged [`Config`] cannot leak it.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The value, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Whether no value is set.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() {
-            "Secret(<unset>)"
-        } else {
-            "Secret(<redacted>)"
-        })
-    }
-}
+pub use voice_agent_http::env::Secret;
 
 /// Limits, addresses and provider settings of the tts service.
 #[derive(Debug, Clone, PartialEq, Eq)]

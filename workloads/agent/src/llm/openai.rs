@@ -75,13 +75,7 @@ fn chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// A reqwest client builder with the ring crypto provider installed as the
-/// process default if none is (reqwest is built with `rustls-no-provider`).
-pub fn client_builder() -> reqwest::ClientBuilder {
-    // Err means a provider is already installed: fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-}
+pub use voice_agent_http::client_builder;
 
 /// The system prompt: persona instructions, the voice rules, and the
 /// retrieved knowledge, numbered.

@@ -72,16 +72,7 @@ fn vendor_message(body: &[u8]) -> String {
     excerpt(message.as_deref().unwrap_or(&text), 300)
 }
 
-/// A reqwest client builder with the ring crypto provider installed as the
-/// process default (if none is yet). reqwest is built with
-/// `rustls-no-provider` and panics building any client, even for plain
-/// HTTP, without a default provider; use this instead of
-/// `reqwest::Client::builder()` everywhere in the process.
-pub fn client_builder() -> reqwest::ClientBuilder {
-    // Err means a provider is already installed: fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-}
+pub use voice_agent_http::client_builder;
 
 impl ElevenLabs {
     /// A provider from the config's base URL, API key, model and voice.
