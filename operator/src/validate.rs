@@ -92,15 +92,7 @@ pub fn validate_manifests(yaml: &str) -> Report {
     report
 }
 
-/// Validates a single VoiceAgent manifest as the API server would and
-/// returns it with the schema defaults applied.
-pub fn load_voice_agent(yaml: &str) -> Result<voice_agent_api::VoiceAgent, String> {
-    let value: Value = serde_yaml_ng::from_str(yaml).map_err(|e| format!("not valid YAML: {e}"))?;
-    let defaulted = Validator::new()
-        .validate(&value)
-        .map_err(|e| e.to_string())?;
-    serde_json::from_value(defaulted).map_err(|e| format!("expected a VoiceAgent: {e}"))
-}
+pub use voice_agent_api::validation::load_voice_agent;
 
 fn decode_typed(value: &Value) -> Result<(), String> {
     use voice_agent_api::{Call, PhoneNumber, VoiceAgent};

@@ -562,6 +562,17 @@ fn collect_patterns(schema: &Value, out: &mut HashMap<String, Regex>) {
     }
 }
 
+/// Validates a single VoiceAgent manifest (YAML) as the API server would and
+/// returns it with the schema defaults applied. The operator's `validate`
+/// and `render` commands and `voice-agent dev` read manifests this way.
+pub fn load_voice_agent(yaml: &str) -> Result<crate::VoiceAgent, String> {
+    let value: Value = serde_yaml_ng::from_str(yaml).map_err(|e| format!("not valid YAML: {e}"))?;
+    let defaulted = Validator::new()
+        .validate(&value)
+        .map_err(|e| e.to_string())?;
+    serde_json::from_value(defaulted).map_err(|e| format!("expected a VoiceAgent: {e}"))
+}
+
 /// Why a CRD schema is not structural, or would be refused by the API server:
 /// untyped nodes, `$ref`s, typed junctors, patterns that do not compile, CEL
 /// rules that do not compile, defaults that violate their own schema. Empty
