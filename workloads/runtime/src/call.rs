@@ -157,6 +157,7 @@ impl Playback {
 /// Runs a call to its end, then closes the transport and books the end.
 pub async fn run_call<T: MediaTransport>(state: Arc<State>, session: Arc<Session>, transport: T) {
     session.set_active();
+    state.calls.answered(&session);
     let span =
         tracing::info_span!("call", session = %session.id, call_sid = %session.request.call_sid);
     let _enter = span.enter();
@@ -179,6 +180,7 @@ pub async fn run_call<T: MediaTransport>(state: Arc<State>, session: Arc<Session
 
 fn finish(state: &State, session: &Session, reason: EndReason) {
     session.end(reason);
+    state.calls.ended(session);
     let reason = session.end_reason().unwrap_or(reason);
     state.registry.notify_ended();
     state
@@ -643,6 +645,9 @@ impl<'a, T: MediaTransport> VoiceLoop<'a, T> {
         let excess = self.history.len().saturating_sub(HISTORY_TURNS * 2);
         self.history.drain(..excess);
         self.sync_counters();
+        if counts {
+            self.state.calls.progressed(self.session);
+        }
     }
 
     fn start_reply(

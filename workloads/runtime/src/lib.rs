@@ -25,6 +25,7 @@ use voice_agent_proto::Component;
 
 pub mod api;
 pub mod call;
+pub mod calls;
 pub mod clients;
 pub mod config;
 pub mod exporter;
@@ -74,6 +75,8 @@ pub struct State {
     pub exporter: Exporter,
     /// Samples for the metrics service.
     pub samples: SamplePusher,
+    /// Where call lifecycles are recorded ([`calls::NoCalls`] by default).
+    pub calls: Arc<dyn calls::CallSink>,
 }
 
 impl std::fmt::Debug for State {
@@ -106,8 +109,15 @@ impl State {
             upstreams,
             stt,
             samples,
+            calls: Arc::new(calls::NoCalls),
             config,
         })
+    }
+
+    /// Records call lifecycles with `sink` (e.g. Call objects in a cluster).
+    pub fn with_calls(mut self, sink: Arc<dyn calls::CallSink>) -> Self {
+        self.calls = sink;
+        self
     }
 
     /// Drains: refuses new sessions, waits for live calls to end up to the
