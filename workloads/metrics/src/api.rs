@@ -6,6 +6,7 @@
 //! | `GET /v1/signals`   | [`SignalsResponse`] with `voiceAgent`, else [`SignalsList`] |
 //! | `GET /metrics`      | Prometheus text exposition                                 |
 //! | `GET /healthz`, `GET /readyz` | 200 `ok`                                         |
+//! | `GET /apis/external.metrics.k8s.io/...` | with `external_metrics` only: see [`crate::external`] |
 //!
 //! Every error, including the layers' own (404, 405, 408, 413), is an
 //! [`ErrorBody`](voice_agent_proto::ErrorBody).
@@ -48,12 +49,15 @@ pub fn router(state: Arc<State>) -> Router {
             });
         }
     });
-    let routes = Router::new()
+    let mut routes = Router::new()
         .route("/v1/samples", post(post_samples))
         .route("/v1/signals", get(get_signals))
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(ok))
         .route("/readyz", get(ok));
+    if config.external_metrics {
+        routes = routes.merge(crate::external::routes());
+    }
     standard_layers(routes, limits, Some(on_too_large)).with_state(state)
 }
 

@@ -32,6 +32,10 @@ pub struct Config {
     /// Deadline of one request, body included
     /// (`VOICE_AGENT_METRICS_REQUEST_TIMEOUT_MS`, default 10 s).
     pub request_timeout: Duration,
+    /// Serve `external.metrics.k8s.io/v1beta1` for HorizontalPodAutoscalers
+    /// (`VOICE_AGENT_METRICS_EXTERNAL_METRICS`, `true` or `false`, default
+    /// false; see [`crate::external`]).
+    pub external_metrics: bool,
 }
 
 impl Default for Config {
@@ -44,6 +48,7 @@ impl Default for Config {
             gauge_staleness: Duration::from_secs(15),
             max_series: 10_000,
             request_timeout: Duration::from_secs(10),
+            external_metrics: false,
         }
     }
 }
@@ -69,6 +74,19 @@ impl Config {
         c.max_future_skew = env.millis("MAX_FUTURE_SKEW_MS", c.max_future_skew, 1)?;
         c.gauge_staleness = env.millis("GAUGE_STALENESS_MS", c.gauge_staleness, 1)?;
         c.request_timeout = env.millis("REQUEST_TIMEOUT_MS", c.request_timeout, 1)?;
+        if let Some((var, value)) = env.get("EXTERNAL_METRICS") {
+            c.external_metrics = match value.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" => true,
+                "false" | "0" | "" => false,
+                _ => {
+                    return Err(ConfigError {
+                        var,
+                        value,
+                        reason: "expected true or false",
+                    });
+                }
+            };
+        }
         Ok(c)
     }
 }
@@ -96,6 +114,7 @@ mod tests {
         assert_eq!(c.max_future_skew, Duration::from_secs(5));
         assert_eq!(c.gauge_staleness, Duration::from_secs(15));
         assert_eq!(c.max_series, 10_000);
+        assert!(!c.external_metrics, "off unless asked for");
     }
 
     #[test]
@@ -108,8 +127,10 @@ mod tests {
             ("GAUGE_STALENESS_MS", "30000"),
             ("MAX_SERIES", " 7 "),
             ("REQUEST_TIMEOUT_MS", "1500"),
+            ("EXTERNAL_METRICS", "true"),
         ]))
         .expect("valid");
+        assert!(c.external_metrics);
         assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 19090)));
         assert_eq!(c.max_body_bytes, 2048);
         assert_eq!(c.max_samples_per_batch, 10);
@@ -126,6 +147,7 @@ mod tests {
             ("MAX_SERIES", "0"),
             ("MAX_BODY_BYTES", "-1"),
             ("GAUGE_STALENESS_MS", "15s"),
+            ("EXTERNAL_METRICS", "yes please"),
         ] {
             let err = Config::from_lookup(env(&[(key, value)])).expect_err(key);
             assert_eq!(err.var, format!("{ENV_PREFIX}{key}"));

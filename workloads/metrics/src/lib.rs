@@ -9,7 +9,9 @@
 //!
 //! - [`Config`]: limits and listen address, from `VOICE_AGENT_METRICS_*`;
 //! - [`State`]: the series store behind a lock, with an injectable [`Clock`];
-//! - [`router`]: the HTTP API with body-limit, timeout and tracing layers;
+//! - [`router`]: the HTTP API with body-limit, timeout and tracing layers,
+//!   and with `VOICE_AGENT_METRICS_EXTERNAL_METRICS=true` the
+//!   [`external`] metrics API for HorizontalPodAutoscalers;
 //! - [`run_sweeper`]: the background task expiring stale series;
 //! - [`serve`]: all of the above on a listener until shutdown.
 //!
@@ -29,7 +31,9 @@ pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod exporter;
+pub mod external;
 pub mod loopback;
+pub mod selector;
 pub mod sketch;
 pub mod store;
 pub mod window;
