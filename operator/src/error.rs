@@ -35,6 +35,9 @@ pub enum Error {
     /// A value could not be (de)serialized.
     #[error("serialization: {0}")]
     Serialization(#[from] serde_json::Error),
+    /// A vendor (Twilio, LiveKit) failed or refused a request.
+    #[error("{0}")]
+    Vendor(#[from] crate::provision::VendorError),
 }
 
 impl Error {
@@ -50,12 +53,18 @@ impl Error {
             Error::Undecodable { .. } => "undecodable",
             Error::Build(_) => "build",
             Error::Serialization(_) => "serialization",
+            Error::Vendor(e) if e.is_transient() => "vendor_unavailable",
+            Error::Vendor(_) => "vendor_rejected",
         }
     }
 
     /// Whether retrying can help without a change to the object.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Kube(_))
+        match self {
+            Error::Kube(_) => true,
+            Error::Vendor(e) => e.is_transient(),
+            _ => false,
+        }
     }
 }
 

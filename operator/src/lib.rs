@@ -16,6 +16,7 @@ pub mod crdgen;
 pub mod error;
 pub mod leader;
 pub mod metrics;
+pub mod provision;
 pub mod rbac;
 pub mod render;
 pub mod run;

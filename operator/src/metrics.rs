@@ -27,6 +27,14 @@ pub struct Metrics {
     pub current_replicas: IntGaugeVec,
     /// Autoscaler decisions by component and reason, one per component per tick.
     pub scaling_decisions: IntCounterVec,
+    /// Runtime pods by drain outcome: `started`, `cancelled`, `drained`
+    /// (empty when replicas dropped), `deadline` (still holding calls).
+    pub drain_pods: IntCounterVec,
+    /// Calls still on drained runtime pods at the drain deadline, when the
+    /// replicas dropped anyway.
+    pub drain_cut_calls: IntCounterVec,
+    /// Runtime pods draining now, by VoiceAgent.
+    pub draining_pods: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -111,6 +119,30 @@ impl Metrics {
             &["component", "reason"],
         )
         .expect("valid metric");
+        let drain_pods = IntCounterVec::new(
+            Opts::new(
+                "voice_agent_operator_drain_pods_total",
+                "Runtime pods by drain outcome (started, cancelled, drained, deadline).",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let drain_cut_calls = IntCounterVec::new(
+            Opts::new(
+                "voice_agent_operator_drain_cut_calls_total",
+                "Calls still on drained runtime pods at the drain deadline when the replicas dropped.",
+            ),
+            &["namespace", "voice_agent"],
+        )
+        .expect("valid metric");
+        let draining_pods = IntGaugeVec::new(
+            Opts::new(
+                "voice_agent_operator_draining_pods",
+                "Runtime pods draining before a scale-down, by VoiceAgent.",
+            ),
+            &["namespace", "voice_agent"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(errors.clone()),
@@ -121,6 +153,9 @@ impl Metrics {
             Box::new(desired_replicas.clone()),
             Box::new(current_replicas.clone()),
             Box::new(scaling_decisions.clone()),
+            Box::new(drain_pods.clone()),
+            Box::new(drain_cut_calls.clone()),
+            Box::new(draining_pods.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -135,6 +170,9 @@ impl Metrics {
             desired_replicas,
             current_replicas,
             scaling_decisions,
+            drain_pods,
+            drain_cut_calls,
+            draining_pods,
         }
     }
 

@@ -35,8 +35,35 @@ pub const WATCHED: &[Rule] = &[
     Rule {
         group: "voiceagent.io",
         resources: &["phonenumbers"],
-        verbs: &["get", "list", "watch"],
-        why: "numbers bound to a VoiceAgent",
+        verbs: &["get", "list", "watch", "patch"],
+        why: "numbers bound to a VoiceAgent; the PhoneNumber controller's main resource \
+              (patch: its finalizer)",
+    },
+    Rule {
+        group: "voiceagent.io",
+        resources: &["phonenumbers/status"],
+        verbs: &["patch"],
+        why: "status: Ready, Provisioned, Conflict, vendor ids, previous webhooks",
+    },
+    Rule {
+        group: "voiceagent.io",
+        resources: &["calls"],
+        verbs: &["list", "watch", "create", "delete"],
+        why: "Call retention: mirror Calls, delete ended ones past the VoiceAgent's callRetention \
+              (create: held only to grant it to the pods' Role; RBAC lets nobody grant more \
+              than they hold)",
+    },
+    Rule {
+        group: "voiceagent.io",
+        resources: &["calls/status"],
+        verbs: &["patch"],
+        why: "held only to grant it to the pods' Role (the operator never writes a Call's status)",
+    },
+    Rule {
+        group: "rbac.authorization.k8s.io",
+        resources: &["roles", "rolebindings"],
+        verbs: OWN,
+        why: "each VoiceAgent's Role and RoleBinding letting its pods write Calls",
     },
     Rule {
         group: "",
@@ -69,10 +96,43 @@ pub const WATCHED: &[Rule] = &[
         why: "default-deny and call-path NetworkPolicies",
     },
     Rule {
+        group: "autoscaling",
+        resources: &["horizontalpodautoscalers"],
+        verbs: OWN,
+        why: "gateway, agent and tts HPAs with `autoscaling.engine: hpa`",
+    },
+    Rule {
+        group: "",
+        resources: &["pods"],
+        verbs: &["list", "patch"],
+        why: "drain-aware runtime scale-down: find the runtime pods, mark drained ones \
+              (pod-deletion-cost, draining-since annotations)",
+    },
+    Rule {
         group: "events.k8s.io",
         resources: &["events"],
         verbs: &["create", "patch"],
         why: "Events on VoiceAgents",
+    },
+];
+
+/// The Role of each VoiceAgent's pods (rendered by the operator, bound to
+/// the agent's ServiceAccount, whose token only the gateway and the runtime
+/// mount): the gateway creates a Call and writes its `Ringing` status, the
+/// runtime writes `Active`, a summary and `Ended`. Nothing else: no reads,
+/// no deletes, no spec changes.
+pub const WORKLOAD: &[Rule] = &[
+    Rule {
+        group: "voiceagent.io",
+        resources: &["calls"],
+        verbs: &["create"],
+        why: "the gateway creates a Call when the phone rings",
+    },
+    Rule {
+        group: "voiceagent.io",
+        resources: &["calls/status"],
+        verbs: &["patch"],
+        why: "the gateway's Ringing patch, the runtime's Active, summary and Ended patches",
     },
 ];
 
@@ -111,6 +171,40 @@ mod tests {
     }
 
     #[test]
+    fn the_operator_holds_every_permission_it_grants_the_pods() {
+        // RBAC refuses to create a Role granting more than its creator holds.
+        for w in WORKLOAD {
+            for res in w.resources {
+                let held = WATCHED
+                    .iter()
+                    .filter(|r| r.group == w.group && r.resources.contains(res))
+                    .flat_map(|r| r.verbs.iter())
+                    .collect::<Vec<_>>();
+                for verb in w.verbs {
+                    assert!(held.contains(&verb), "{res}: {verb} is not held");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_pods_may_only_write_calls() {
+        for r in WORKLOAD {
+            assert_eq!(r.group, "voiceagent.io");
+            assert!(
+                r.resources
+                    .iter()
+                    .all(|x| *x == "calls" || *x == "calls/status")
+            );
+            assert!(
+                r.verbs.iter().all(|v| ["create", "patch"].contains(v)),
+                "{:?}",
+                r.verbs
+            );
+        }
+    }
+
+    #[test]
     fn every_owned_kind_is_covered() {
         let owned = [
             ("", "serviceaccounts"),
@@ -119,6 +213,9 @@ mod tests {
             ("policy", "poddisruptionbudgets"),
             ("networking.k8s.io", "networkpolicies"),
             ("apps", "deployments"),
+            ("autoscaling", "horizontalpodautoscalers"),
+            ("rbac.authorization.k8s.io", "roles"),
+            ("rbac.authorization.k8s.io", "rolebindings"),
         ];
         for ar in crate::controller::voiceagent::owned_kinds() {
             assert!(

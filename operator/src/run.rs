@@ -14,9 +14,11 @@ use axum::routing::get;
 use futures::StreamExt;
 use futures::stream::{BoxStream, select_all};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::PartialObjectMeta;
 use kube::core::DeserializeGuard;
@@ -201,6 +203,7 @@ pub async fn run_until(
     ));
     let (ctl_stop_tx, ctl_stop_rx) = watch::channel(false);
     spawn_autoscaler(&client, &config, &ctx, ctl_stop_rx.clone());
+    spawn_numbers_and_retention(&client, &config, &ctx, ctl_stop_rx.clone());
     let controllers = run_controllers(client.clone(), &config.namespaces, ctx, ctl_stop_rx);
 
     let lost = match &elector {
@@ -260,6 +263,43 @@ fn spawn_autoscaler(client: &Client, config: &RunConfig, ctx: &Ctx, stop: watch:
         }
         Err(e) => error!("autoscaler off: building its HTTP client failed: {e}"),
     }
+}
+
+/// Starts the PhoneNumber controller and the Call retention GC on the leader
+/// (the Twilio API URL can be overridden with `VOICE_AGENT_TWILIO_API_URL`).
+fn spawn_numbers_and_retention(
+    client: &Client,
+    config: &RunConfig,
+    ctx: &Ctx,
+    stop: watch::Receiver<bool>,
+) {
+    use crate::controller::phonenumber;
+    use crate::controller::retention::{RetentionGc, RetentionSettings};
+    let settings = crate::provision::ProvisionSettings::from_env();
+    match phonenumber::Context::new(
+        client.clone(),
+        ctx.recorder.clone(),
+        ctx.metrics.clone(),
+        &settings,
+        config.namespaces.clone(),
+    ) {
+        Ok(numbers) => {
+            let (client, namespaces, stop) =
+                (client.clone(), config.namespaces.clone(), stop.clone());
+            tokio::spawn(async move {
+                phonenumber::run(client, &namespaces, Arc::new(numbers), stop).await;
+            });
+        }
+        Err(e) => error!("PhoneNumber controller off: building its HTTP client failed: {e}"),
+    }
+    let gc = RetentionGc::start(
+        client.clone(),
+        &config.namespaces,
+        ctx.metrics.clone(),
+        RetentionSettings::default(),
+        stop.clone(),
+    );
+    tokio::spawn(gc.run(stop));
 }
 
 /// Every 30 s, drops deleted VoiceAgents from the `managed_objects` gauge.
@@ -325,8 +365,11 @@ async fn run_controllers(
             .owns(scoped!(Service), owned.clone())
             .owns(scoped!(ConfigMap), owned.clone())
             .owns(scoped!(ServiceAccount), owned.clone())
+            .owns(scoped!(Role), owned.clone())
+            .owns(scoped!(RoleBinding), owned.clone())
             .owns(scoped!(PodDisruptionBudget), owned.clone())
             .owns(scoped!(NetworkPolicy), owned.clone())
+            .owns(scoped!(HorizontalPodAutoscaler), owned.clone())
             .watches(
                 scoped!(DeserializeGuard<PhoneNumber>),
                 watcher::Config::default(),

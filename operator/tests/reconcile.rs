@@ -188,7 +188,7 @@ async fn create_makes_every_object_with_owner_references_and_status() {
     e.seed_secret(secret("twilio", &[("authToken", "tok-123")]));
     let va = e.create_agent(example("voiceagent-minimal.yaml")).await;
     let out = e.reconcile("hello").await;
-    assert_eq!(out.created.len(), 19, "{:?}", out.created);
+    assert_eq!(out.created.len(), 21, "{:?}", out.created);
     assert!(out.degraded.is_none());
     assert_eq!(
         e.names("deployments"),

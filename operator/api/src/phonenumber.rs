@@ -91,7 +91,9 @@ pub struct PhoneNumberStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub livekit_dispatch_rule_id: Option<String>,
     /// The number's webhook settings before the operator changed them,
-    /// restored when the PhoneNumber is deleted.
+    /// restored when the PhoneNumber is deleted (cleared when there were
+    /// none). A URL with credentials in it (`https://user:pass@…`) is not
+    /// recorded, so it is cleared rather than restored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<PreviousTwilioConfig>,
 }
@@ -109,4 +111,7 @@ pub struct PreviousTwilioConfig {
     /// The previous `StatusCallback`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_callback: Option<String>,
+    /// The previous `StatusCallbackMethod`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_callback_method: Option<String>,
 }

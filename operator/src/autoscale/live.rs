@@ -11,11 +11,14 @@
 //! every other field of the Deployment that manager owns. Each change gets a
 //! Normal Event on the VoiceAgent.
 //!
-//! **Runtime scale-down is held**: removing runtime pods without draining
-//! them first would drop calls, and the drain step does not exist yet. So
-//! the runtime only ever scales up here; when the decision is lower, the
-//! replicas stay and the component's reason is [`DRAIN_PENDING`], and the
-//! `ScalingActive` message says how many replicas the runtime would have.
+//! **Runtime scale-down drains first** (DESIGN.md §4 "Drain"): when the
+//! decision is lower than the runtime's replicas, the loop lists the
+//! runtime's pods, asks each for `GET /api/load`, and carries out what
+//! [`drain::plan`] decides: mark and `POST /admin/drain` the pods with the
+//! fewest calls, wait (reason [`DRAINING`]) until they are empty or past
+//! `drainTimeoutSeconds`, then lower replicas; cancel the drain when the
+//! decision rises again. The drain's state is on the pods (annotations) and
+//! in the runtimes, so a new leader continues it.
 //!
 //! The status fields the autoscaler owns (`components.*.desiredReplicas`,
 //! `.reason`, `.lastScaleTime`, `activeCalls`, `latency` and the
@@ -27,6 +30,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
@@ -38,10 +42,14 @@ use tracing::{debug, info, warn};
 use voice_agent_api::VoiceAgent;
 use voice_agent_api::common::LatencySummary;
 use voice_agent_api::conditions::{self, Status, types};
-use voice_agent_api::voiceagent::ComponentStatus;
+use voice_agent_api::voiceagent::{AutoscalingEngine, ComponentStatus};
 use voice_agent_proto::metrics::{SignalsList, SignalsResponse};
-use voice_agent_proto::{Component, Stage};
+use voice_agent_proto::{Component, LoadReport, Stage};
 
+use super::drain::{
+    self, Action, DELETION_COST_ANNOTATION, DRAINING_SINCE_ANNOTATION, DrainInput, DrainMark,
+    DrainPlan, DrainState, DrainingPod, PodLoad, PodView,
+};
 use super::{ComponentState, Observation, Policy, decide};
 use crate::controller::status::slot;
 use crate::metrics::Metrics;
@@ -53,10 +61,15 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
 /// reconciler's, so the two never take each other's fields by accident.
 pub const STATUS_MANAGER: &str = "voice-agent-operator-autoscaler";
 /// Field manager of the autoscaler's `spec.replicas` applies on
-/// Deployments (see [`write_replicas`]).
+/// Deployments (see [`write_replicas`]) and of its pod annotations.
 pub const SCALE_MANAGER: &str = STATUS_MANAGER;
-/// Reason of a runtime whose scale-down waits for the drain step.
-pub const DRAIN_PENDING: &str = "DrainPending";
+/// Reason of a runtime whose scale-down waits for draining pods; also the
+/// Event reason when a drain starts.
+pub const DRAINING: &str = "Draining";
+/// Event reason when a drain is cancelled because load rose again.
+pub const DRAIN_CANCELLED: &str = "DrainCancelled";
+/// Warning Event reason when drained pods still held calls at the deadline.
+pub const DRAIN_TIMEOUT: &str = "DrainTimeout";
 
 /// A client for the metrics service: reqwest is built with
 /// `rustls-no-provider` and panics building any client (even for plain
@@ -78,6 +91,13 @@ pub struct TickReport {
     pub scaled: Vec<String>,
     /// VoiceAgents (`namespace/name`) whose status was written.
     pub status_written: Vec<String>,
+    /// Runtime pods told to drain, as `namespace/pod`.
+    pub drains_started: Vec<String>,
+    /// Runtime pods whose drain was cancelled, as `namespace/pod`.
+    pub drains_cancelled: Vec<String>,
+    /// Drained pods that still held calls when replicas dropped, as
+    /// `namespace/pod`.
+    pub drains_cut: Vec<String>,
     /// Failures (the tick goes on with the next object).
     pub errors: Vec<String>,
 }
@@ -87,19 +107,22 @@ struct ComponentOutcome {
     component: Component,
     /// The replicas the Deployment has after the tick.
     replicas: i32,
-    /// The reason for the status (`Reason::to_string` or [`DRAIN_PENDING`]).
+    /// The reason for the status (`Reason::to_string` or [`DRAINING`]).
     reason: String,
     /// Whether the signals were usable.
     active: bool,
     /// Whether `spec.replicas` was changed in this tick.
     scaled: bool,
-    /// The lower replicas a held runtime scale-down wanted.
-    held: Option<i32>,
+    /// More to say in the `ScalingActive` message (a drain in progress, the
+    /// last drain's cut calls).
+    note: Option<String>,
     /// Whether the decision was `StaleSignals`.
     stale: bool,
     /// The reason's CamelCase name (for the condition).
     name: &'static str,
 }
+
+type AgentKey = (String, String);
 
 /// The live autoscaler: per (namespace, agent, component) state in memory.
 pub struct Autoscaler {
@@ -110,6 +133,12 @@ pub struct Autoscaler {
     metrics: Metrics,
     recorder: Recorder,
     states: HashMap<(String, String, Component), ComponentState>,
+    /// Per agent: whether runtime pods may carry drain marks. Unknown (a new
+    /// leader) counts as yes, so the first tick looks at the pods.
+    may_drain: HashMap<AgentKey, bool>,
+    /// Per agent: what the last drain cut, for the status message. Only a
+    /// report: Events and metrics carry it too.
+    last_cut: HashMap<AgentKey, String>,
 }
 
 impl Autoscaler {
@@ -131,6 +160,8 @@ impl Autoscaler {
             metrics,
             recorder,
             states: HashMap::new(),
+            may_drain: HashMap::new(),
+            last_cut: HashMap::new(),
         })
     }
 
@@ -161,10 +192,16 @@ impl Autoscaler {
         }
     }
 
-    /// One tick over every VoiceAgent.
+    /// One tick over every VoiceAgent, now.
     pub async fn tick(&mut self) -> TickReport {
+        self.tick_at(jiff::Timestamp::now()).await
+    }
+
+    /// One tick over every VoiceAgent as if it were `now` (tests step
+    /// through drain deadlines with it; the signals' freshness is judged
+    /// against it too).
+    pub async fn tick_at(&mut self, now: jiff::Timestamp) -> TickReport {
         let mut report = TickReport::default();
-        let now = jiff::Timestamp::now();
         let agents = match self.list_agents().await {
             Ok(a) => a,
             Err(e) => {
@@ -238,6 +275,16 @@ impl Autoscaler {
             }
             keep
         });
+        self.may_drain.retain(|key, _| {
+            let keep = live.contains(key);
+            if !keep {
+                let _ = metrics
+                    .draining_pods
+                    .remove_label_values(&[key.0.as_str(), key.1.as_str()]);
+            }
+            keep
+        });
+        self.last_cut.retain(|key, _| live.contains(key));
     }
 
     /// `GET /v1/signals?namespace=NS`; the error names the URL.
@@ -286,6 +333,7 @@ impl Autoscaler {
     ) {
         let Ok(naming) = Naming::new(va) else { return };
         let name = naming.agent.clone();
+        let key: AgentKey = (ns.to_string(), name.clone());
         let now_ms = now.as_millisecond();
         let agent_signals: Option<&SignalsResponse> =
             signals.as_ref().ok().and_then(|l| l.get(ns, &name));
@@ -321,18 +369,44 @@ impl Autoscaler {
                 reason: decision.reason.to_string(),
                 active: decision.active,
                 scaled: false,
-                held: None,
+                note: None,
                 stale: decision.reason == super::Reason::StaleSignals,
                 name: decision.reason.name(),
             };
+
+            // The runtime removes pods only after draining them.
+            let mut plan: Option<DrainPlan> = None;
+            if c == Component::Runtime
+                && (decision.desired < current || self.may_drain.get(&key).copied().unwrap_or(true))
+            {
+                match self
+                    .drain_runtime(va, &naming, current, decision.desired, now_ms, report)
+                    .await
+                {
+                    Ok(p) => plan = Some(p),
+                    Err(e) => report.errors.push(e),
+                }
+            }
             if c == Component::Runtime && decision.desired < current {
-                // No drain yet: never remove runtime pods (and their calls).
-                state.replicas = current;
-                state.last_scale_ms = last_scale;
-                outcome.replicas = current;
-                outcome.reason = DRAIN_PENDING.to_string();
-                outcome.name = DRAIN_PENDING;
-                outcome.held = Some(decision.desired);
+                let scale_to = plan.as_ref().and_then(|p| p.scale_to);
+                if scale_to != Some(decision.desired) {
+                    // Hold: the pods to remove still hold calls (or cannot
+                    // be looked at); the decision stands for the next tick.
+                    if let Some(state) = self.states.get_mut(&(ns.to_string(), name.clone(), c)) {
+                        state.replicas = current;
+                        state.last_scale_ms = last_scale;
+                    }
+                    outcome.replicas = current;
+                    outcome.reason = DRAINING.to_string();
+                    outcome.name = DRAINING;
+                    outcome.note = Some(match &plan {
+                        Some(p) => drain_note(&p.state, current, decision.desired),
+                        None => format!(
+                            "scale-down {current} → {} waits: the runtime's pods cannot be read",
+                            decision.desired
+                        ),
+                    });
+                }
             }
             self.metrics
                 .scaling_decisions
@@ -346,15 +420,22 @@ impl Autoscaler {
                             .with_label_values(&["Deployment", "scale"])
                             .inc();
                         outcome.scaled = true;
-                        let note = format!(
+                        let mut note = format!(
                             "{} {current} → {}: {}",
                             c.as_str(),
                             outcome.replicas,
                             outcome.reason
                         );
+                        if let Some(DrainState::Drained { pods, cut, .. }) =
+                            plan.as_ref().map(|p| &p.state)
+                        {
+                            note.push_str(&format!(" after draining {}", names(pods)));
+                            self.drained(va, &key, pods, cut, report).await;
+                        }
                         info!(object = %format!("{ns}/{name}"), "scaled {note}");
                         report.scaled.push(format!("{ns}/{name} {note}"));
-                        self.publish(va, decision.reason.name(), note).await;
+                        self.publish(va, EventType::Normal, decision.reason.name(), "Scale", note)
+                            .await;
                     }
                     Err(e) => {
                         // Keep the state in step with what runs.
@@ -370,6 +451,12 @@ impl Autoscaler {
                         ));
                     }
                 }
+            }
+            if c == Component::Runtime
+                && outcome.note.is_none()
+                && let Some(cut) = self.last_cut.get(&key)
+            {
+                outcome.note = Some(cut.clone());
             }
             self.metrics
                 .current_replicas
@@ -421,16 +508,450 @@ impl Autoscaler {
         }
     }
 
-    async fn publish(&self, va: &VoiceAgent, reason: &str, note: String) {
+    /// Looks at the runtime's pods, plans the drain and carries out the
+    /// plan's pod actions (not the scale: the caller writes replicas).
+    async fn drain_runtime(
+        &mut self,
+        va: &VoiceAgent,
+        naming: &Naming,
+        replicas: i32,
+        desired: i32,
+        now_ms: i64,
+        report: &mut TickReport,
+    ) -> Result<DrainPlan, String> {
+        let ns = naming.namespace.as_str();
+        let key: AgentKey = (ns.to_string(), naming.agent.clone());
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let selector = naming
+            .selector(Component::Runtime)
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let pods: Vec<PodView> = api
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| format!("listing the runtime pods of {ns}/{}: {e}", naming.agent))?
+            .items
+            .iter()
+            .map(pod_view)
+            .collect();
+        let any_marked = pods.iter().any(|p| !p.gone && p.drain.is_some());
+        if desired >= replicas && !any_marked {
+            // Steady state: no scale-down, nothing drained; no pod is asked.
+            self.may_drain.insert(key.clone(), false);
+            self.metrics
+                .draining_pods
+                .with_label_values(&[key.0.as_str(), key.1.as_str()])
+                .set(0);
+            return Ok(DrainPlan {
+                actions: Vec::new(),
+                scale_to: None,
+                state: DrainState::Idle,
+            });
+        }
+        let loads = self.loads(&pods).await;
+        let timeout_ms = i64::from(va.spec.components.runtime.drain_timeout_seconds) * 1000;
+        let plan = drain::plan(&DrainInput {
+            pods: &pods,
+            loads: &loads,
+            replicas,
+            desired,
+            timeout_ms,
+            now_ms,
+        });
+        debug!(object = %format!("{ns}/{}", naming.agent), state = ?plan.state, actions = plan.actions.len(), "drain plan");
+
+        let mut started = Vec::new();
+        let mut cancelled = Vec::new();
+        for action in &plan.actions {
+            match action {
+                Action::Cancel { pod, url, marked } => {
+                    let undrained = match url {
+                        Some(u) => self.admin_drain(u, false).await.map(|_| ()),
+                        None => Ok(()),
+                    };
+                    if let Err(e) = undrained {
+                        report
+                            .errors
+                            .push(format!("cancelling the drain of pod {ns}/{pod}: {e}"));
+                        continue;
+                    }
+                    if *marked {
+                        if let Err(e) = mark_pod(&self.client, ns, pod, None).await {
+                            report
+                                .errors
+                                .push(format!("removing the drain marks of pod {ns}/{pod}: {e}"));
+                            continue;
+                        }
+                        self.metrics
+                            .drain_pods
+                            .with_label_values(&["cancelled"])
+                            .inc();
+                        cancelled.push(pod.clone());
+                        report.drains_cancelled.push(format!("{ns}/{pod}"));
+                    }
+                    info!(object = %format!("{ns}/{pod}"), "drain cancelled");
+                }
+                Action::Start {
+                    pod,
+                    url,
+                    cost,
+                    since_ms,
+                } => {
+                    // Mark first: a pod told to drain without a mark would
+                    // be invisible to the next tick (or the next leader).
+                    if let Err(e) = mark_pod(&self.client, ns, pod, Some((*cost, *since_ms))).await
+                    {
+                        report
+                            .errors
+                            .push(format!("marking pod {ns}/{pod} for draining: {e}"));
+                        continue;
+                    }
+                    if let Some(u) = url
+                        && let Err(e) = self.admin_drain(u, true).await
+                    {
+                        // Marked: the next tick posts again (Reassert).
+                        report.errors.push(format!("draining pod {ns}/{pod}: {e}"));
+                    }
+                    self.metrics
+                        .drain_pods
+                        .with_label_values(&["started"])
+                        .inc();
+                    info!(object = %format!("{ns}/{pod}"), cost, "drain started");
+                    started.push(pod.clone());
+                    report.drains_started.push(format!("{ns}/{pod}"));
+                }
+                Action::Remark {
+                    pod,
+                    cost,
+                    since_ms,
+                } => {
+                    if let Err(e) = mark_pod(&self.client, ns, pod, Some((*cost, *since_ms))).await
+                    {
+                        report
+                            .errors
+                            .push(format!("re-marking draining pod {ns}/{pod}: {e}"));
+                    }
+                }
+                Action::Reassert { pod, url } => {
+                    if let Err(e) = self.admin_drain(url, true).await {
+                        report
+                            .errors
+                            .push(format!("draining pod {ns}/{pod} (again): {e}"));
+                    }
+                }
+            }
+        }
+
+        if !started.is_empty()
+            && let DrainState::Draining {
+                pods, deadline_ms, ..
+            } = &plan.state
+        {
+            let who: Vec<String> = pods
+                .iter()
+                .filter(|p| started.contains(&p.name))
+                .map(with_calls)
+                .collect();
+            let note = format!(
+                "runtime scale-down {replicas} → {desired}: draining {}; replicas drop once the \
+                 drained pods are empty, at the latest at {}",
+                who.join(", "),
+                rfc3339(*deadline_ms)
+            );
+            self.last_cut.remove(&key);
+            self.publish(va, EventType::Normal, DRAINING, "Drain", note)
+                .await;
+        }
+        if !cancelled.is_empty() {
+            let note = format!(
+                "the runtime's decision rose to {desired} of {replicas} replicas: {} take calls again",
+                cancelled.join(", ")
+            );
+            self.publish(va, EventType::Normal, DRAIN_CANCELLED, "Undrain", note)
+                .await;
+        }
+
+        let draining = match &plan.state {
+            DrainState::Draining { pods, .. } | DrainState::Drained { pods, .. } => pods.len(),
+            DrainState::Settling { .. } => {
+                pods.iter().filter(|p| !p.gone && p.drain.is_some()).count()
+            }
+            DrainState::Idle | DrainState::Cancelled { .. } => 0,
+        };
+        self.metrics
+            .draining_pods
+            .with_label_values(&[key.0.as_str(), key.1.as_str()])
+            .set(i64::try_from(draining).unwrap_or(i64::MAX));
+        // Failed cancels keep their marks: look again next tick.
+        let still_marked = draining > 0 || cancelled.len() < count_cancels(&plan);
+        self.may_drain.insert(key, still_marked);
+        Ok(plan)
+    }
+
+    /// Reports a completed drain once replicas dropped: outcome metrics, and
+    /// for pods that still held calls a Warning Event and the cut-calls
+    /// counter.
+    async fn drained(
+        &mut self,
+        va: &VoiceAgent,
+        key: &AgentKey,
+        pods: &[DrainingPod],
+        cut: &[DrainingPod],
+        report: &mut TickReport,
+    ) {
+        let emptied = pods.len().saturating_sub(cut.len());
+        self.metrics
+            .drain_pods
+            .with_label_values(&["drained"])
+            .inc_by(emptied as u64);
+        if cut.is_empty() {
+            self.last_cut.remove(key);
+            return;
+        }
+        self.metrics
+            .drain_pods
+            .with_label_values(&["deadline"])
+            .inc_by(cut.len() as u64);
+        let calls: u64 = cut.iter().map(|p| u64::from(p.calls.unwrap_or(0))).sum();
+        self.metrics
+            .drain_cut_calls
+            .with_label_values(&[key.0.as_str(), key.1.as_str()])
+            .inc_by(calls);
+        for p in cut {
+            report.drains_cut.push(format!("{}/{}", key.0, p.name));
+        }
+        let timeout = va.spec.components.runtime.drain_timeout_seconds;
+        let note = format!(
+            "{} still held calls at the drain deadline (drainTimeoutSeconds {timeout}); replicas \
+             dropped anyway, and the pods end those calls when their termination drain runs out",
+            cut.iter().map(with_calls).collect::<Vec<_>>().join(", ")
+        );
+        warn!(object = %format!("{}/{}", key.0, key.1), "{note}");
+        self.last_cut.insert(
+            key.clone(),
+            format!("the last drain ended at its deadline: {note}"),
+        );
+        self.publish(va, EventType::Warning, DRAIN_TIMEOUT, "Drain", note)
+            .await;
+    }
+
+    /// `GET /api/load` of every running pod, concurrently.
+    async fn loads(&self, pods: &[PodView]) -> BTreeMap<String, PodLoad> {
+        let asks = pods
+            .iter()
+            .filter(|p| !p.gone)
+            .filter_map(|p| p.url.as_ref().map(|u| (p.name.clone(), u.clone())))
+            .map(|(name, url)| async move {
+                let load = match self
+                    .runtime_call(reqwest::Method::GET, &url, "/api/load")
+                    .await
+                {
+                    Ok(r) => PodLoad::Report(r),
+                    Err(e) => PodLoad::Unreachable(e),
+                };
+                (name, load)
+            });
+        futures::future::join_all(asks).await.into_iter().collect()
+    }
+
+    /// `POST /admin/drain` (`drain`) or `DELETE /admin/drain`.
+    async fn admin_drain(&self, url: &str, drain: bool) -> Result<LoadReport, String> {
+        let method = if drain {
+            reqwest::Method::POST
+        } else {
+            reqwest::Method::DELETE
+        };
+        self.runtime_call(method, url, "/admin/drain").await
+    }
+
+    /// One call to a runtime pod's API that answers a load report.
+    async fn runtime_call(
+        &self,
+        method: reqwest::Method,
+        base: &str,
+        path: &str,
+    ) -> Result<LoadReport, String> {
+        let url = format!("{base}{path}");
+        let fail = |e: String| format!("{method} {url}: {e}");
+        let resp = self
+            .http
+            .request(method.clone(), &url)
+            .send()
+            .await
+            .map_err(|e| fail(chain(&e)))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(fail(format!("HTTP {status}")));
+        }
+        let body = resp.bytes().await.map_err(|e| fail(chain(&e)))?;
+        serde_json::from_slice(&body).map_err(|e| fail(format!("decoding the load report: {e}")))
+    }
+
+    async fn publish(
+        &self,
+        va: &VoiceAgent,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let event = Event {
-            type_: EventType::Normal,
+            type_,
             reason: reason.to_string(),
             note: Some(note),
-            action: "Scale".to_string(),
+            action: action.to_string(),
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&event, &va.object_ref(&())).await {
             warn!(object = %va.name_any(), "publishing an Event failed: {e}");
+        }
+    }
+}
+
+fn count_cancels(plan: &DrainPlan) -> usize {
+    plan.actions
+        .iter()
+        .filter(|a| matches!(a, Action::Cancel { marked: true, .. }))
+        .count()
+}
+
+/// The planner's view of a runtime pod.
+fn pod_view(pod: &Pod) -> PodView {
+    let status = pod.status.as_ref();
+    let phase = status.and_then(|s| s.phase.as_deref());
+    let gone =
+        pod.metadata.deletion_timestamp.is_some() || matches!(phase, Some("Succeeded" | "Failed"));
+    // Before its containers run (phase Pending), a pod cannot hold a call.
+    let ip = status
+        .and_then(|s| s.pod_ip.as_deref())
+        .filter(|ip| !ip.is_empty() && phase == Some("Running"));
+    let port = pod
+        .spec
+        .as_ref()
+        .and_then(|s| {
+            s.containers
+                .iter()
+                .flat_map(|c| c.ports.iter().flatten())
+                .find(|p| p.name.as_deref() == Some("http"))
+                .map(|p| p.container_port)
+        })
+        .unwrap_or(voice_agent_api::deploy::HTTP_PORT);
+    let url = ip.map(|ip| {
+        if ip.contains(':') {
+            format!("http://[{ip}]:{port}")
+        } else {
+            format!("http://{ip}:{port}")
+        }
+    });
+    let annotations = pod.metadata.annotations.as_ref();
+    let drain = annotations
+        .and_then(|a| a.get(DRAINING_SINCE_ANNOTATION))
+        .map(|v| DrainMark {
+            since_ms: v
+                .trim()
+                .parse::<jiff::Timestamp>()
+                .ok()
+                .map(|t| t.as_millisecond()),
+        });
+    let deletion_cost = annotations
+        .and_then(|a| a.get(DELETION_COST_ANNOTATION))
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    PodView {
+        name: pod.name_any(),
+        url,
+        gone,
+        drain,
+        deletion_cost,
+    }
+}
+
+/// Sets (`Some((cost, since))`) or removes (`None`) a pod's drain marks with
+/// a merge patch of its annotations.
+async fn mark_pod(
+    client: &Client,
+    ns: &str,
+    pod: &str,
+    marks: Option<(i64, i64)>,
+) -> kube::Result<()> {
+    let annotations = match marks {
+        Some((cost, since_ms)) => json!({
+            DELETION_COST_ANNOTATION: cost.to_string(),
+            DRAINING_SINCE_ANNOTATION: rfc3339(since_ms),
+        }),
+        None => json!({
+            DELETION_COST_ANNOTATION: null,
+            DRAINING_SINCE_ANNOTATION: null,
+        }),
+    };
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let params = PatchParams {
+        field_manager: Some(SCALE_MANAGER.to_string()),
+        ..PatchParams::default()
+    };
+    api.patch(
+        pod,
+        &params,
+        &Patch::Merge(json!({"metadata": {"annotations": annotations}})),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Unix epoch milliseconds as RFC 3339 (the epoch itself if out of range).
+fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .to_string()
+}
+
+fn with_calls(p: &DrainingPod) -> String {
+    match p.calls {
+        Some(1) => format!("{} (1 call)", p.name),
+        Some(n) => format!("{} ({n} calls)", p.name),
+        None => format!("{} (calls unknown)", p.name),
+    }
+}
+
+fn names(pods: &[DrainingPod]) -> String {
+    pods.iter()
+        .map(|p| p.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The `ScalingActive` words for a held runtime scale-down. Call counts are
+/// left out on purpose: they change every few seconds, and each change
+/// would be a status write.
+fn drain_note(state: &DrainState, replicas: i32, desired: i32) -> String {
+    match state {
+        DrainState::Draining {
+            target,
+            pods,
+            since_ms,
+            deadline_ms,
+            blocked,
+        } => {
+            let mut note = format!(
+                "scale-down {replicas} → {target} waits for {} to end their calls (draining since \
+                 {}, deadline {})",
+                names(pods),
+                rfc3339(*since_ms),
+                rfc3339(*deadline_ms)
+            );
+            if let Some(b) = blocked {
+                note.push_str("; ");
+                note.push_str(b);
+            }
+            note
+        }
+        DrainState::Settling { live, replicas } => format!(
+            "scale-down to {desired} waits until the ReplicaSet has removed pods ({live} run for \
+             {replicas} replicas)"
+        ),
+        DrainState::Idle | DrainState::Cancelled { .. } | DrainState::Drained { .. } => {
+            format!("scale-down {replicas} → {desired} waits for the drain")
         }
     }
 }
@@ -538,6 +1059,12 @@ fn scaling_condition(
     now: Time,
 ) -> Condition {
     let who = format!("{}/{}", va.namespace().unwrap_or_default(), va.name_any());
+    let hpa = if va.spec.autoscaling.engine == AutoscalingEngine::Hpa {
+        "; gateway, agent and tts are scaled by HorizontalPodAutoscalers (engine hpa), the \
+         runtime stays operator-scaled because an HPA cannot drain calls"
+    } else {
+        ""
+    };
     let (status, reason, message) = if let Some(e) = fetch_error {
         (
             Status::False,
@@ -558,10 +1085,9 @@ fn scaling_condition(
             .or_else(|| outcomes.iter().find(|o| o.active));
         let parts: Vec<String> = outcomes
             .iter()
-            .map(|o| match o.held {
-                Some(wanted) => format!(
-                    "{} {} {} (would scale down to {wanted}; runtime scale-down waits \
-                     for call draining, which is not implemented yet)",
+            .map(|o| match &o.note {
+                Some(note) => format!(
+                    "{} {} {} ({note})",
                     o.component.as_str(),
                     o.replicas,
                     o.reason
@@ -572,7 +1098,7 @@ fn scaling_condition(
         (
             Status::True,
             lead.map_or("WithinTolerance", |o| o.name),
-            format!("scaling on signals from {url}: {}", parts.join(", ")),
+            format!("scaling on signals from {url}: {}{hpa}", parts.join(", ")),
         )
     } else if outcomes.iter().any(|o| o.stale) {
         (

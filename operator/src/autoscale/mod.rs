@@ -12,9 +12,15 @@
 //! scales up at once, ignoring the scale-up stabilization window, and does
 //! not scale down until 60 s after its last panic increase. Scale-down uses
 //! the highest recommendation of the scale-down stabilization window (300 s
-//! by default), as HPA v2 does, so a brief dip never removes pods. Missing
-//! or stale signals hold the current replicas.
+//! by default), as HPA v2 does, so a brief dip never removes pods; a state
+//! that has not yet watched the signals for a whole window (a new leader)
+//! does not scale down either. Missing or stale signals hold the current
+//! replicas.
+//!
+//! A runtime scale-down does not take effect at once: [`drain`] plans the
+//! drain of the pods to remove first.
 
+pub mod drain;
 pub mod live;
 pub mod simulate;
 
@@ -259,6 +265,9 @@ pub struct ComponentState {
     panic_until_ms: Option<i64>,
     /// When replicas last changed.
     pub last_scale_ms: Option<i64>,
+    /// The first tick with usable signals: scale-down waits until the
+    /// history spans the whole scale-down window.
+    observing_since_ms: Option<i64>,
 }
 
 impl ComponentState {
@@ -269,6 +278,7 @@ impl ComponentState {
             recommendations: VecDeque::new(),
             panic_until_ms: None,
             last_scale_ms: None,
+            observing_since_ms: None,
         }
     }
 }
@@ -326,6 +336,7 @@ pub fn decide(
     if let Some((_, urgent)) = panic_signal {
         raw = raw.max(urgent);
     }
+    let since = *state.observing_since_ms.get_or_insert(now_ms);
     state.recommendations.push_back((now_ms, raw));
     let keep = policy.scale_up_window_ms.max(policy.scale_down_window_ms);
     while state
@@ -366,7 +377,13 @@ pub fn decide(
         if panic {
             (current, Reason::PanicHold)
         } else {
-            let stabilized = in_window(policy.scale_down_window_ms).max().unwrap_or(raw);
+            let mut stabilized = in_window(policy.scale_down_window_ms).max().unwrap_or(raw);
+            // Without a whole window of history (a new leader, a restart),
+            // the recommendations before it are unknown: assume they were
+            // the current replicas rather than scale down on one reading.
+            if now_ms - since < policy.scale_down_window_ms {
+                stabilized = stabilized.max(current);
+            }
             if stabilized < current {
                 (stabilized, Reason::ScaleDown(signal))
             } else {

@@ -222,6 +222,31 @@ fn scale_up_stabilization_uses_the_lowest_recommendation() {
 }
 
 #[test]
+fn a_fresh_state_waits_a_whole_window_before_scaling_down() {
+    // A new leader sees low load at once; it has no history, so it must not
+    // take that one reading for five quiet minutes.
+    let p = policy();
+    let mut s = ComponentState::new(6);
+    let decisions = run(&mut s, &p, 1_000_000, 160, |_| 16.0, 100.0);
+    let first_down = decisions
+        .iter()
+        .position(|d| d.desired < 6)
+        .expect("eventually scales down");
+    assert_eq!(first_down as i64 * TICK, 300_000, "after one whole window");
+    assert!(
+        decisions[..first_down]
+            .iter()
+            .all(|d| d.reason == Reason::StabilizingScaleDown)
+    );
+    // A zero window scales down on the first reading, as configured.
+    let mut p0 = policy();
+    p0.scale_down_window_ms = 0;
+    let mut s = ComponentState::new(6);
+    let d = decide(&mut s, Some(&obs(0, 2.0, 100.0)), &p0, 0);
+    assert_eq!(d.desired, 1);
+}
+
+#[test]
 fn deterministic_for_the_same_inputs() {
     let p = policy();
     let trace = |s: &mut ComponentState| {

@@ -1,5 +1,7 @@
 //! Controllers and what they share.
 
+pub mod phonenumber;
+pub mod retention;
 pub mod status;
 pub mod voiceagent;
 

@@ -13,9 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ListParams, PartialObjectMeta, Patch,
     PatchParams,
@@ -46,14 +48,17 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 
 /// The kinds a VoiceAgent owns, in apply order: configuration before the
 /// pods that use it.
-pub fn owned_kinds() -> [ApiResource; 6] {
+pub fn owned_kinds() -> [ApiResource; 9] {
     [
         ApiResource::erase::<ServiceAccount>(&()),
+        ApiResource::erase::<Role>(&()),
+        ApiResource::erase::<RoleBinding>(&()),
         ApiResource::erase::<ConfigMap>(&()),
         ApiResource::erase::<Service>(&()),
         ApiResource::erase::<PodDisruptionBudget>(&()),
         ApiResource::erase::<NetworkPolicy>(&()),
         ApiResource::erase::<Deployment>(&()),
+        ApiResource::erase::<HorizontalPodAutoscaler>(&()),
     ]
 }
 
@@ -346,13 +351,16 @@ async fn list_owned(ctx: &Context, ns: &str, agent: &str) -> Result<LiveObjects>
 }
 
 /// The owned kinds, in the order of [`owned_kinds`].
-pub const KINDS: [&str; 6] = [
+pub const KINDS: [&str; 9] = [
     "ServiceAccount",
+    "Role",
+    "RoleBinding",
     "ConfigMap",
     "Service",
     "PodDisruptionBudget",
     "NetworkPolicy",
     "Deployment",
+    "HorizontalPodAutoscaler",
 ];
 
 /// The hash of a desired object, before the hash annotation is added,

@@ -4,15 +4,19 @@
 //! `voice-agent-operator render` prints exactly what a reconcile applies and
 //! the tests can pin every field.
 
+mod calls_role;
+mod hpa;
 mod network;
 mod workloads;
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -22,6 +26,7 @@ use voice_agent_api::deploy::{ComponentConfig, Endpoints};
 use voice_agent_api::voiceagent::{AutoscalingEngine, ComponentSpec};
 use voice_agent_proto::Component;
 
+pub use hpa::{HPA_COMPONENTS, concurrency_metric, latency_metric};
 pub use network::url_port;
 
 /// The field manager of every server-side apply.
@@ -95,6 +100,10 @@ pub enum BuildError {
 pub enum Desired {
     /// The pods' ServiceAccount.
     ServiceAccount(ServiceAccount),
+    /// What the pods may do with the API: write Calls.
+    Role(Role),
+    /// Binds the Role to the ServiceAccount.
+    RoleBinding(RoleBinding),
     /// The rendered component config.
     ConfigMap(ConfigMap),
     /// A component's Deployment.
@@ -105,6 +114,8 @@ pub enum Desired {
     PodDisruptionBudget(PodDisruptionBudget),
     /// A NetworkPolicy.
     NetworkPolicy(NetworkPolicy),
+    /// A component's HorizontalPodAutoscaler (`engine: hpa` only).
+    HorizontalPodAutoscaler(HorizontalPodAutoscaler),
 }
 
 impl Desired {
@@ -112,11 +123,14 @@ impl Desired {
     pub fn kind(&self) -> &'static str {
         match self {
             Desired::ServiceAccount(_) => "ServiceAccount",
+            Desired::Role(_) => "Role",
+            Desired::RoleBinding(_) => "RoleBinding",
             Desired::ConfigMap(_) => "ConfigMap",
             Desired::Deployment(_) => "Deployment",
             Desired::Service(_) => "Service",
             Desired::PodDisruptionBudget(_) => "PodDisruptionBudget",
             Desired::NetworkPolicy(_) => "NetworkPolicy",
+            Desired::HorizontalPodAutoscaler(_) => "HorizontalPodAutoscaler",
         }
     }
 
@@ -124,11 +138,14 @@ impl Desired {
     pub fn metadata(&self) -> &ObjectMeta {
         match self {
             Desired::ServiceAccount(o) => &o.metadata,
+            Desired::Role(o) => &o.metadata,
+            Desired::RoleBinding(o) => &o.metadata,
             Desired::ConfigMap(o) => &o.metadata,
             Desired::Deployment(o) => &o.metadata,
             Desired::Service(o) => &o.metadata,
             Desired::PodDisruptionBudget(o) => &o.metadata,
             Desired::NetworkPolicy(o) => &o.metadata,
+            Desired::HorizontalPodAutoscaler(o) => &o.metadata,
         }
     }
 
@@ -219,6 +236,11 @@ impl Naming {
     /// Name of the ServiceAccount.
     pub fn service_account(&self) -> String {
         self.agent.clone()
+    }
+
+    /// Name of the pods' Role and RoleBinding (they write Calls).
+    pub fn calls_role(&self) -> String {
+        format!("{}-calls", self.agent)
     }
 
     /// Labels that select one component's pods.
@@ -332,6 +354,8 @@ pub fn build(va: &VoiceAgent, input: &BuildInput) -> Result<Rendered, BuildError
 
     let mut objects = vec![
         Desired::ServiceAccount(workloads::service_account(&naming)),
+        Desired::Role(calls_role::role(&naming)),
+        Desired::RoleBinding(calls_role::role_binding(&naming)),
         Desired::ConfigMap(workloads::config_map(&naming, config_yaml)),
     ];
     for c in COMPONENTS {
@@ -349,6 +373,12 @@ pub fn build(va: &VoiceAgent, input: &BuildInput) -> Result<Rendered, BuildError
         network::policies(va, &naming)
             .into_iter()
             .map(Desired::NetworkPolicy),
+    );
+    // After the Deployments they scale.
+    objects.extend(
+        hpa::hpas(va, &naming)
+            .into_iter()
+            .map(Desired::HorizontalPodAutoscaler),
     );
     Ok(Rendered {
         objects,

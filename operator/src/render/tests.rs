@@ -3,7 +3,7 @@ use std::path::Path;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::*;
 
@@ -69,6 +69,8 @@ fn minimal_agent_renders_every_object() {
         got,
         [
             ("ServiceAccount", "hello"),
+            ("Role", "hello-calls"),
+            ("RoleBinding", "hello-calls"),
             ("ConfigMap", "hello-config"),
             ("Deployment", "hello-gateway"),
             ("Service", "hello-gateway"),
@@ -600,6 +602,10 @@ fn rendered_objects_round_trip_through_the_typed_api() {
             Desired::ServiceAccount(_) => {
                 Desired::ServiceAccount(serde_json::from_value(json).expect("sa"))
             }
+            Desired::Role(_) => Desired::Role(serde_json::from_value(json).expect("role")),
+            Desired::RoleBinding(_) => {
+                Desired::RoleBinding(serde_json::from_value(json).expect("rolebinding"))
+            }
             Desired::ConfigMap(_) => Desired::ConfigMap(serde_json::from_value(json).expect("cm")),
             Desired::Deployment(_) => {
                 Desired::Deployment(serde_json::from_value(json).expect("deploy"))
@@ -611,9 +617,174 @@ fn rendered_objects_round_trip_through_the_typed_api() {
             Desired::NetworkPolicy(_) => {
                 Desired::NetworkPolicy(serde_json::from_value(json).expect("np"))
             }
+            Desired::HorizontalPodAutoscaler(_) => {
+                Desired::HorizontalPodAutoscaler(serde_json::from_value(json).expect("hpa"))
+            }
         };
         assert_eq!(&back, o, "{} {}", o.kind(), o.name());
     }
     let yaml = r.to_yaml().expect("yaml");
     assert_eq!(yaml.matches("\n---\n").count() + 1, r.objects.len());
+}
+
+fn hpas(r: &Rendered) -> Vec<&k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler> {
+    r.objects
+        .iter()
+        .filter_map(|o| match o {
+            Desired::HorizontalPodAutoscaler(h) => Some(h),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn hpa_engine_renders_an_hpa_for_gateway_agent_and_tts_but_not_the_runtime() {
+    let r = render(&example("voiceagent-full.yaml")); // engine: hpa
+    let names: Vec<&str> = hpas(&r)
+        .iter()
+        .filter_map(|h| h.metadata.name.as_deref())
+        .collect();
+    assert_eq!(names, ["support-gateway", "support-agent", "support-tts"]);
+    // After the Deployments they target, in apply order.
+    let last_deployment = r
+        .objects
+        .iter()
+        .rposition(|o| o.kind() == "Deployment")
+        .expect("deployments");
+    let first_hpa = r
+        .objects
+        .iter()
+        .position(|o| o.kind() == "HorizontalPodAutoscaler")
+        .expect("hpas");
+    assert!(first_hpa > last_deployment);
+    for h in hpas(&r) {
+        let meta = &h.metadata;
+        assert_eq!(meta.namespace.as_deref(), Some("voice"));
+        let refs = meta.owner_references.as_ref().expect("owned");
+        assert_eq!(refs[0].kind, "VoiceAgent");
+        assert_eq!(refs[0].controller, Some(true));
+        let labels = meta.labels.as_ref().expect("labels");
+        assert_eq!(
+            labels
+                .get("app.kubernetes.io/managed-by")
+                .map(String::as_str),
+            Some(MANAGER)
+        );
+        let spec = h.spec.as_ref().expect("spec");
+        assert_eq!(spec.scale_target_ref.kind, "Deployment");
+        assert_eq!(
+            spec.scale_target_ref.api_version.as_deref(),
+            Some("apps/v1")
+        );
+        assert_eq!(Some(&spec.scale_target_ref.name), meta.name.as_ref());
+    }
+}
+
+#[test]
+fn an_hpa_pins_external_metrics_bounds_and_behavior_from_the_spec() {
+    let r = render(&example("voiceagent-full.yaml"));
+    let gateway = r
+        .get("HorizontalPodAutoscaler", "support-gateway")
+        .expect("gateway HPA")
+        .to_json();
+    let selector = json!({"matchLabels": {"namespace": "voice", "voiceAgent": "support"}});
+    assert_eq!(
+        gateway["spec"],
+        json!({
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "support-gateway"},
+            "minReplicas": 2,
+            "maxReplicas": 6,
+            "metrics": [
+                {"type": "External", "external": {
+                    "metric": {"name": "voice_agent_gateway_latency_p95_ms", "selector": selector},
+                    "target": {"type": "Value", "value": "80"},
+                }},
+                {"type": "External", "external": {
+                    "metric": {"name": "voice_agent_gateway_concurrency", "selector": selector},
+                    "target": {"type": "AverageValue", "averageValue": "40"},
+                }},
+            ],
+            "behavior": {
+                "scaleUp": {
+                    "stabilizationWindowSeconds": 0,
+                    "selectPolicy": "Max",
+                    "policies": [
+                        {"type": "Percent", "value": 100, "periodSeconds": 15},
+                        {"type": "Pods", "value": 4, "periodSeconds": 15},
+                    ],
+                },
+                "scaleDown": {"stabilizationWindowSeconds": 600},
+            },
+        })
+    );
+    assert_eq!(gateway["apiVersion"], "autoscaling/v2");
+    assert_eq!(gateway["kind"], "HorizontalPodAutoscaler");
+    let target = |name: &str, i: usize| -> Value {
+        r.get("HorizontalPodAutoscaler", name)
+            .expect("HPA")
+            .to_json()["spec"]["metrics"][i]["external"]
+            .clone()
+    };
+    assert_eq!(
+        target("support-agent", 0)["metric"]["name"],
+        "voice_agent_agent_latency_p95_ms"
+    );
+    assert_eq!(target("support-agent", 0)["target"]["value"], "500");
+    assert_eq!(target("support-agent", 1)["target"]["averageValue"], "12");
+    assert_eq!(
+        target("support-tts", 0)["metric"]["name"],
+        "voice_agent_tts_latency_p95_ms"
+    );
+    assert_eq!(target("support-tts", 0)["target"]["value"], "200");
+    assert_eq!(
+        target("support-tts", 1)["metric"]["name"],
+        "voice_agent_tts_concurrency"
+    );
+}
+
+#[test]
+fn operator_engine_renders_no_hpa() {
+    for name in ["voiceagent-minimal.yaml", "voiceagent.yaml"] {
+        let r = render(&example(name));
+        assert!(hpas(&r).is_empty(), "{name}");
+    }
+}
+
+#[test]
+fn the_pods_may_create_calls_and_patch_their_status_and_nothing_else() {
+    let r = render(&example("voiceagent-minimal.yaml"));
+    let Some(Desired::Role(role)) = r.get("Role", "hello-calls") else {
+        panic!("no Role");
+    };
+    let rules: Vec<(Vec<String>, Vec<String>, Vec<String>)> = role
+        .rules
+        .iter()
+        .flatten()
+        .map(|r| {
+            (
+                r.api_groups.clone().unwrap_or_default(),
+                r.resources.clone().unwrap_or_default(),
+                r.verbs.clone(),
+            )
+        })
+        .collect();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        rules,
+        [
+            (s(&["voiceagent.io"]), s(&["calls"]), s(&["create"])),
+            (s(&["voiceagent.io"]), s(&["calls/status"]), s(&["patch"])),
+        ]
+    );
+    let Some(Desired::RoleBinding(rb)) = r.get("RoleBinding", "hello-calls") else {
+        panic!("no RoleBinding");
+    };
+    assert_eq!(rb.role_ref.kind, "Role");
+    assert_eq!(rb.role_ref.name, "hello-calls");
+    let subjects = rb.subjects.clone().unwrap_or_default();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(
+        (subjects[0].kind.as_str(), subjects[0].name.as_str()),
+        ("ServiceAccount", "hello")
+    );
 }

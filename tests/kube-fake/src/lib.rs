@@ -142,7 +142,7 @@ use server::Shared;
 use store::Failure;
 
 /// What a request does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Verb {
     /// GET of one object (or its `/status`).
     Get,
@@ -461,6 +461,21 @@ impl FakeApi {
     /// Every write request received since start or [`FakeApi::reset_writes`].
     pub fn writes(&self) -> Vec<WriteRecord> {
         self.shared().with(|s| s.writes.clone())
+    }
+
+    /// How many requests with `verb` (reads included: get, list, watch) the
+    /// kind `key` (see [`FakeApi::resource`]) received since start, whatever
+    /// their outcome. Unknown kinds count 0.
+    pub fn request_count(&self, verb: Verb, key: &str) -> u64 {
+        let Ok(rt) = self.resolve(key) else {
+            return 0;
+        };
+        self.shared().with(|s| {
+            s.requests
+                .get(&(verb, rt.group_resource()))
+                .copied()
+                .unwrap_or(0)
+        })
     }
 
     /// Forgets the recorded writes.

@@ -297,6 +297,10 @@ fn resource(
     });
 
     shared.with(|state| {
+        *state
+            .requests
+            .entry((verb, target.rt.group_resource()))
+            .or_insert(0) += 1;
         let failure = state.take_failure(
             verb,
             &target.rt,

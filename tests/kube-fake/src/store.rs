@@ -132,6 +132,8 @@ pub(crate) struct State {
     pub rv: u64,
     counter: u64,
     pub writes: Vec<WriteRecord>,
+    /// Requests by verb and `group/plural` (reads included).
+    pub requests: BTreeMap<(crate::Verb, String), u64>,
     pub failures: Vec<Failure>,
 }
 
@@ -480,6 +482,7 @@ impl State {
             rv: 1,
             counter: 0,
             writes: Vec::new(),
+            requests: BTreeMap::new(),
             failures: Vec::new(),
         }
     }
