@@ -23,7 +23,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use voice_agent_http::{Limits, error_response, is_json, standard_layers};
 use voice_agent_proto::error::codes;
-use voice_agent_proto::metrics::GAUGE_ACTIVE_CALLS;
 use voice_agent_proto::{CreateSessionRequest, CreateSessionResponse, SessionState};
 
 use crate::State;
@@ -134,9 +133,7 @@ async fn create_session(
         .with_label_values(&[if created { "created" } else { "replayed" }])
         .inc();
     if created {
-        let active = state.registry.active();
-        exporter.sessions.set(i64::from(active));
-        state.samples.gauge(GAUGE_ACTIVE_CALLS, f64::from(active));
+        state.publish_load();
         // A session whose media never connects must not hold capacity.
         let watchdog_state = Arc::clone(&state);
         let id = session.id.clone();
@@ -147,9 +144,11 @@ async fn create_session(
                 && s.state() == SessionState::Connecting
             {
                 tracing::warn!(session = %id, "media never connected; session dropped");
-                watchdog_state.registry.end(&id, EndReason::TransportError);
-                let active = watchdog_state.registry.active();
-                watchdog_state.exporter.sessions.set(i64::from(active));
+                if watchdog_state.registry.end(&id, EndReason::TransportError) {
+                    // No voice loop ran: book the Call's end here.
+                    watchdog_state.calls.ended(&s);
+                }
+                watchdog_state.publish_load();
             }
         });
         tracing::info!(session = %session.id, call_sid = %session.request.call_sid, "session created");
@@ -191,11 +190,18 @@ async fn delete_session(
     AxumState(state): AxumState<Arc<State>>,
     Path(id): Path<String>,
 ) -> Response {
-    if state.registry.get(&id).is_none() {
+    let Some(session) = state.registry.get(&id) else {
         return not_found(&id);
-    }
+    };
+    let without_media = session.state() == SessionState::Connecting;
     if state.registry.end(&id, EndReason::Deleted) {
         tracing::info!(session = %id, "session ended through the API");
+        // A session with media is booked by its voice loop when it stops; one
+        // without media has no loop, so book it here.
+        if without_media {
+            state.calls.ended(&session);
+        }
+        state.publish_load();
     }
     StatusCode::NO_CONTENT.into_response()
 }

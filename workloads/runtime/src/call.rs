@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
-use voice_agent_proto::metrics::GAUGE_ACTIVE_CALLS;
 use voice_agent_proto::{Citation, HistoryTurn, RespondRequest, Role, Stage};
 
 use crate::State;
@@ -188,9 +187,7 @@ fn finish(state: &State, session: &Session, reason: EndReason) {
         .calls_ended
         .with_label_values(&[end_reason_label(reason)])
         .inc();
-    let active = state.registry.active();
-    state.exporter.sessions.set(i64::from(active));
-    state.samples.gauge(GAUGE_ACTIVE_CALLS, f64::from(active));
+    state.publish_load();
     let info = session.info();
     tracing::info!(
         session = %session.id,

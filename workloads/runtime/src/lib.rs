@@ -24,8 +24,10 @@ use voice_agent_http::samples::{SamplePusher, SampleSource};
 use voice_agent_proto::Component;
 
 pub mod api;
+pub mod bench;
 pub mod call;
 pub mod calls;
+pub mod calls_kube;
 pub mod clients;
 pub mod config;
 pub mod exporter;
@@ -33,6 +35,7 @@ pub mod media;
 pub mod sentence;
 pub mod sessions;
 pub mod stt;
+pub mod testing;
 pub mod turn;
 pub mod vad;
 
@@ -118,6 +121,18 @@ impl State {
     pub fn with_calls(mut self, sink: Arc<dyn calls::CallSink>) -> Self {
         self.calls = sink;
         self
+    }
+
+    /// Publishes the live session count: the Prometheus gauge and the
+    /// `activeCalls` gauge of the metrics service (what the autoscaler and
+    /// the drain read).
+    pub fn publish_load(&self) {
+        let active = self.registry.active();
+        self.exporter.sessions.set(i64::from(active));
+        self.samples.gauge(
+            voice_agent_proto::metrics::GAUGE_ACTIVE_CALLS,
+            f64::from(active),
+        );
     }
 
     /// Drains: refuses new sessions, waits for live calls to end up to the

@@ -19,65 +19,13 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use voice_agent_proto::mediastreams::{MediaFormat, Message, StartMeta};
 use voice_agent_proto::{CreateSessionRequest, CreateSessionResponse, Transport};
-use voice_agent_runtime::stt::{SttError, SttEvent, SttInput, SttParams, SttProvider, SttStream};
-use voice_agent_runtime::vad::{Vad, VadConfig, VadEvent};
+use voice_agent_runtime::testing::ScriptedStt;
 use voice_agent_runtime::{Config, State};
 
 /// The knowledge the agent answers from.
 pub const HOURS: &str = "# Opening hours\n\nHarbor Bikes is open Monday to Friday from 9 am to 6 pm. On Saturday we open at 10 am and close at 4 pm. We are closed on Sunday.\n";
 /// Second document.
 pub const PRICES: &str = "# Prices\n\nA basic tune-up costs 49 dollars and takes two days. A flat tire repair costs 15 dollars.\n";
-
-/// A recognizer that returns scripted lines at each pause in speech.
-pub struct ScriptedStt {
-    pub lines: Arc<Mutex<VecDeque<String>>>,
-}
-
-impl SttProvider for ScriptedStt {
-    fn name(&self) -> &'static str {
-        "scripted"
-    }
-
-    fn open(&self, params: &SttParams) -> Result<SttStream, SttError> {
-        let (input, mut rx) = mpsc::channel::<SttInput>(500);
-        let (tx, events) = mpsc::channel(64);
-        let lines = Arc::clone(&self.lines);
-        let endpointing_ms = params.endpointing_ms;
-        let rate = params.sample_rate;
-        tokio::spawn(async move {
-            let mut vad = Vad::new(VadConfig {
-                hangover_ms: endpointing_ms,
-                ..VadConfig::telephone(rate)
-            });
-            while let Some(input) = rx.recv().await {
-                let event = match input {
-                    SttInput::Audio(pcm) => vad.push(&pcm),
-                    SttInput::Finalize => vad.is_speech().then_some(VadEvent::SpeechEnd),
-                    SttInput::Close => return,
-                };
-                let out = match event {
-                    Some(VadEvent::SpeechStart) => SttEvent::SpeechStarted,
-                    Some(VadEvent::SpeechEnd) => {
-                        vad.reset();
-                        let text = lines
-                            .lock()
-                            .map(|mut l| l.pop_front().unwrap_or_default())
-                            .unwrap_or_default();
-                        SttEvent::Final {
-                            text,
-                            speech_final: true,
-                        }
-                    }
-                    None => continue,
-                };
-                if tx.send(out).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(SttStream { input, events })
-    }
-}
 
 /// The running services.
 pub struct Stack {
