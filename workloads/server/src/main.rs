@@ -7,12 +7,16 @@
 //! rather than pretending to run. `voice-agent bench <component>` measures a
 //! component in-process and reports against its goals.
 
+mod caller;
+mod dev;
+
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use voice_agent_proto::Component;
 
 /// Run a Voice Agent component, the whole stack, or a simulated call.
@@ -26,9 +30,18 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Twilio/LiveKit webhooks and the Media Streams edge.
-    Gateway,
+    Gateway(ListenArgs),
     /// The per-call voice loop.
-    Runtime,
+    Runtime(ListenArgs),
+    /// Every component in one process on one port, from a VoiceAgent
+    /// manifest, with embedded defaults (no cluster, no vendor accounts).
+    Dev(DevArgs),
+    /// Place a simulated phone call against a running `voice-agent dev`.
+    Call(CallArgs),
+    /// Start the dev stack, place a scripted call with three questions from
+    /// the example knowledge base, print the conversation and latency, and
+    /// exit 0 only if every answer cites the right document.
+    Demo(DemoArgs),
     /// Retrieval-grounded replies with citations.
     Agent(AgentArgs),
     /// Speech synthesis.
@@ -43,6 +56,96 @@ enum Command {
         #[command(subcommand)]
         target: BenchTarget,
     },
+}
+
+#[derive(Args)]
+struct ListenArgs {
+    /// Address to listen on (default 0.0.0.0:8080).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Args)]
+struct DevArgs {
+    /// The VoiceAgent manifest.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        default_value = "examples/voiceagent.yaml"
+    )]
+    manifest: PathBuf,
+    /// Port to serve every component on.
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Address to bind (127.0.0.1 keeps the stack private).
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: std::net::IpAddr,
+    /// Directory holding the files of the manifest's ConfigMap knowledge
+    /// sources (default: `knowledge/` beside the manifest).
+    #[arg(long, value_name = "DIR")]
+    knowledge: Option<PathBuf>,
+    /// KEY=VALUE file with secrets such as TWILIO_AUTH_TOKEN and DATABASE_URL
+    /// (default: `.env` when present; the environment wins).
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<PathBuf>,
+    /// The URL Twilio reaches this machine at (a tunnel), for real calls.
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+}
+
+#[derive(Args)]
+struct CallArgs {
+    /// Where `voice-agent dev` listens.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// A line the caller says (repeat; spoken in order).
+    #[arg(long = "say", value_name = "TEXT")]
+    say: Vec<String>,
+    /// Keys the caller presses, e.g. `123#` (repeat; in order with --say).
+    #[arg(long = "dtmf", value_name = "KEYS")]
+    dtmf: Vec<String>,
+    /// Barge in: say the second line this many ms into the agent's answer
+    /// to the first.
+    #[arg(long, value_name = "MS")]
+    interrupt_after_ms: Option<u64>,
+    /// Print a JSON report instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Caller number (E.164).
+    #[arg(long, default_value = "+15550100123")]
+    from: String,
+    /// Called number (E.164).
+    #[arg(long, default_value = "+15550142000")]
+    to: String,
+    /// The gateway's public URL, if it differs from --url (signatures are
+    /// computed over it).
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+    /// KEY=VALUE file with TWILIO_AUTH_TOKEN (default: `.env` when present).
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<PathBuf>,
+    /// espeak-ng voice of the caller.
+    #[arg(long, default_value = "en-us")]
+    voice: String,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// The VoiceAgent manifest.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        default_value = "examples/voiceagent.yaml"
+    )]
+    manifest: PathBuf,
+    /// Port for the dev stack (0 = any free port).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Print the JSON report too.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -71,6 +174,13 @@ struct AgentArgs {
 
 #[derive(Subcommand)]
 enum BenchTarget {
+    /// The voice loop's per-frame hot path: Media Streams parse, base64,
+    /// mu-law, VAD, turn-taking, and the outbound encode.
+    Runtime {
+        /// Frames to time.
+        #[arg(long, default_value_t = 200_000)]
+        frames: usize,
+    },
     /// Retrieval over the embedded index, /v1/respond with the local LLM
     /// over loopback HTTP, and ingestion throughput.
     Agent {
@@ -121,12 +231,31 @@ enum BenchTarget {
 fn available(component: Component) -> bool {
     matches!(
         component,
-        Component::Metrics | Component::Tts | Component::Agent
+        Component::Metrics
+            | Component::Tts
+            | Component::Agent
+            | Component::Gateway
+            | Component::Runtime
     )
 }
 
 fn main() -> ExitCode {
-    let component = match Cli::parse().command {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match cli.command {
+        Command::Dev(args) => report(run(dev_command(args))),
+        Command::Call(args) => {
+            // --say and --dtmf interleave in command-line order.
+            let sub = matches.subcommand_matches("call");
+            let steps = call_steps(&args, sub);
+            report(run(call_command(args, steps)))
+        }
+        Command::Demo(args) => demo_exit(run(run_demo(args))),
+        Command::Gateway(args) => report(run(gateway(args))),
+        Command::Runtime(args) => report(run(runtime(args))),
         Command::Components => {
             for c in Component::ALL {
                 let state = if available(c) {
@@ -136,9 +265,9 @@ fn main() -> ExitCode {
                 };
                 println!("{:<8} {state}", c.as_str());
             }
-            return ExitCode::SUCCESS;
+            ExitCode::SUCCESS
         }
-        Command::Metrics(args) => return report(run(metrics(args))),
+        Command::Metrics(args) => report(run(metrics(args))),
         Command::Bench {
             target:
                 BenchTarget::Metrics {
@@ -154,13 +283,22 @@ fn main() -> ExitCode {
                 batch,
                 queries,
             };
-            return report(run(async move {
+            report(run(async move {
                 let report = voice_agent_metrics::bench::run(options).await?;
                 print!("{report}");
                 Ok(())
-            }));
+            }))
         }
-        Command::Tts(args) => return report(run(tts(args))),
+        Command::Tts(args) => report(run(tts(args))),
+        Command::Bench {
+            target: BenchTarget::Runtime { frames },
+        } => {
+            print!(
+                "{}",
+                voice_agent_runtime::bench::run(&voice_agent_runtime::bench::Options { frames })
+            );
+            ExitCode::SUCCESS
+        }
         Command::Bench {
             target:
                 BenchTarget::Tts {
@@ -174,15 +312,13 @@ fn main() -> ExitCode {
                 cache_runs,
                 espeak_bin,
             };
-            return report(run(async move {
+            report(run(async move {
                 let report = voice_agent_tts::bench::run(options).await?;
                 print!("{report}");
                 Ok(())
-            }));
+            }))
         }
-        Command::Gateway => voice_agent_gateway::COMPONENT,
-        Command::Runtime => voice_agent_runtime::COMPONENT,
-        Command::Agent(args) => return report(run(agent(args))),
+        Command::Agent(args) => report(run(agent(args))),
         Command::Bench {
             target:
                 BenchTarget::Agent {
@@ -198,19 +334,13 @@ fn main() -> ExitCode {
                 requests,
                 ingest_bytes,
             };
-            return report(run(async move {
+            report(run(async move {
                 let report = voice_agent_agent::bench::run(options).await?;
                 print!("{report}");
                 Ok(())
-            }));
+            }))
         }
-    };
-    eprintln!(
-        "voice-agent {}: this component is not part of this build yet; \
-         see `voice-agent components`",
-        component.as_str()
-    );
-    ExitCode::from(2)
+    }
 }
 
 /// Exit status of a finished command; errors are printed with their causes.
@@ -225,7 +355,7 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 }
 
 /// Runs `task` on a multi-threaded runtime with logging set up.
-fn run(task: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+fn run<T>(task: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     init_logging();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -353,5 +483,279 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
         () = terminate => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+async fn gateway(args: ListenArgs) -> anyhow::Result<()> {
+    let mut config = voice_agent_gateway::Config::from_env()?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    tracing::info!(
+        component = "gateway",
+        addr = %config.listen,
+        transport = ?config.transport(),
+        "listening"
+    );
+    voice_agent_gateway::run(config, shutdown_signal()).await?;
+    tracing::info!(component = "gateway", "stopped");
+    Ok(())
+}
+
+/// Reads the rendered component config named by `VOICE_AGENT_CONFIG`.
+fn component_config() -> anyhow::Result<voice_agent_api::deploy::ComponentConfig> {
+    use voice_agent_api::deploy;
+    let path = std::env::var(deploy::CONFIG_ENV).with_context(|| {
+        format!(
+            "{} is not set: it names the component config ({}/{})",
+            deploy::CONFIG_ENV,
+            deploy::CONFIG_DIR,
+            deploy::CONFIG_FILE
+        )
+    })?;
+    let yaml = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    deploy::ComponentConfig::from_yaml(&yaml).with_context(|| format!("parsing {path}"))
+}
+
+async fn runtime(args: ListenArgs) -> anyhow::Result<()> {
+    let component = component_config()?;
+    let mut config = voice_agent_runtime::Config::from_component_config(&component, |k| {
+        std::env::var(k).ok().filter(|v| !v.is_empty())
+    })?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    let stt = dev::stt_provider(&component, &config)?;
+    let listen = config.listen;
+    // Call objects in a cluster (Active, summary, Ended); nothing otherwise.
+    let calls = voice_agent_runtime::calls_kube::kube_calls_from_env().await;
+    let sink: Arc<dyn voice_agent_runtime::calls::CallSink> = match &calls {
+        Some(c) => c.clone(),
+        None => Arc::new(voice_agent_runtime::calls::NoCalls),
+    };
+    let state = Arc::new(voice_agent_runtime::State::new(config, stt)?.with_calls(sink));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    tracing::info!(
+        component = "runtime",
+        addr = %listener.local_addr()?,
+        stt = state.stt.name(),
+        capacity = state.config.capacity,
+        pod = %state.config.pod,
+        "listening"
+    );
+    voice_agent_runtime::serve(listener, state, shutdown_signal()).await?;
+    // The drain is over: let the last Call writes (Ended) go out.
+    if let Some(calls) = &calls {
+        calls.flush(std::time::Duration::from_secs(5)).await;
+    }
+    tracing::info!(component = "runtime", "stopped");
+    Ok(())
+}
+
+async fn dev_command(args: DevArgs) -> anyhow::Result<()> {
+    let options = dev::DevOptions {
+        manifest: args.manifest,
+        listen: SocketAddr::new(args.bind, args.port),
+        knowledge_dir: args.knowledge,
+        env_file: args.env_file,
+        public_url: args.public_url,
+    };
+    let stack = dev::start(options, shutdown_signal()).await?;
+    print_banner(&stack);
+    stack.wait().await
+}
+
+fn print_banner(stack: &dev::DevStack) {
+    let storage = if stack.postgres {
+        "Postgres (DATABASE_URL)"
+    } else {
+        "in memory (not durable; set DATABASE_URL for Postgres)"
+    };
+    eprintln!();
+    eprintln!(
+        "  voice-agent dev · {} ready on {}",
+        stack.voice_agent, stack.base_url
+    );
+    eprintln!("    Twilio webhook   {}/twilio/voice", stack.public_url);
+    eprintln!(
+        "    media stream     {}/twilio/media",
+        stack.public_url.replacen("http", "ws", 1)
+    );
+    eprintln!(
+        "    metrics          {}/metrics   signals {}/v1/signals",
+        stack.base_url, stack.base_url
+    );
+    eprintln!(
+        "    knowledge        {} documents · history {storage}",
+        stack.documents
+    );
+    eprintln!(
+        "    speech           stt {} · tts espeak-ng · llm local",
+        stack.stt
+    );
+    if stack.dev_token {
+        eprintln!(
+            "    twilio token     development default (set TWILIO_AUTH_TOKEN for real calls)"
+        );
+    }
+    eprintln!();
+    eprintln!(
+        "  try: voice-agent call --url {} --say \"What time do you open on Saturday?\" --say \"Thanks, goodbye\"",
+        stack.base_url
+    );
+    eprintln!();
+}
+
+/// The script of `voice-agent call`: --say and --dtmf in command-line order.
+fn call_steps(args: &CallArgs, matches: Option<&clap::ArgMatches>) -> Vec<caller::Step> {
+    let mut steps: Vec<(usize, caller::Step)> = Vec::new();
+    let indices = |id: &str| -> Vec<usize> {
+        matches
+            .and_then(|m| m.indices_of(id))
+            .map(|i| i.collect())
+            .unwrap_or_default()
+    };
+    let say_at = indices("say");
+    let dtmf_at = indices("dtmf");
+    for (i, line) in args.say.iter().enumerate() {
+        steps.push((
+            say_at.get(i).copied().unwrap_or(i),
+            caller::Step::Say(line.clone()),
+        ));
+    }
+    for (i, keys) in args.dtmf.iter().enumerate() {
+        steps.push((
+            dtmf_at.get(i).copied().unwrap_or(usize::MAX - 1000 + i),
+            caller::Step::Dtmf(keys.clone()),
+        ));
+    }
+    steps.sort_by_key(|(i, _)| *i);
+    steps.into_iter().map(|(_, s)| s).collect()
+}
+
+async fn call_command(args: CallArgs, steps: Vec<caller::Step>) -> anyhow::Result<()> {
+    if steps.is_empty() {
+        anyhow::bail!("nothing to say: pass --say \"...\" (and/or --dtmf KEYS)");
+    }
+    let secrets = dev::Secrets::load(args.env_file.as_deref())?;
+    let (token, _) = secrets.twilio_auth_token();
+    let mut options = caller::CallOptions::new(&args.url, token.expose(), steps);
+    options.public_url = args.public_url;
+    options.from = args.from;
+    options.to = args.to;
+    options.interrupt_after_ms = args.interrupt_after_ms;
+    options.voice = args.voice;
+    let json = args.json;
+    let report = caller::place_call(&options, |p| {
+        if !json {
+            print_progress(&p);
+        }
+    })
+    .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_conversation(&report);
+        print!("{}", caller::render_table(&report));
+    }
+    Ok(())
+}
+
+fn print_progress(p: &caller::Progress) {
+    use caller::Progress;
+    match p {
+        Progress::Answered { session_id } => eprintln!("☎  answered · session {session_id}"),
+        Progress::AgentTalking => eprint!("   agent ◂ speaking"),
+        Progress::AgentDone { seconds } => eprintln!(" ({seconds:.1} s of audio)"),
+        Progress::CallerSays(line) => eprintln!("   caller ▸ {line}"),
+        Progress::CallerKeys(keys) => eprintln!("   caller ▸ (presses {keys})"),
+        Progress::Cleared => eprint!(" ✂ interrupted"),
+        Progress::HungUp => eprintln!(" · the agent hung up"),
+    }
+}
+
+fn print_conversation(report: &caller::CallReport) {
+    println!();
+    if !report.greeting.is_empty() {
+        println!("agent:  {}", report.greeting);
+    }
+    for t in &report.turns {
+        println!("caller: {}", t.caller);
+        if t.recognized != t.caller {
+            println!("        (heard as: {})", t.recognized);
+        }
+        let marker = if t.interrupted { " ✂" } else { "" };
+        println!("agent:  {}{marker}", t.agent);
+        for c in &t.citations {
+            println!(
+                "        [{}] {} (score {:.2})",
+                c.document_id, c.title, c.score
+            );
+        }
+    }
+}
+
+/// The demo's questions and the document each answer must cite.
+const DEMO_SCRIPT: [(&str, &str); 3] = [
+    ("What time do you open on Saturday?", "hours"),
+    ("How much does a basic tune up cost?", "prices"),
+    ("Do you rent electric bikes?", "rentals"),
+];
+
+/// Whether every demo answer cites its document.
+async fn run_demo(args: DemoArgs) -> anyhow::Result<bool> {
+    let options = dev::DevOptions {
+        manifest: args.manifest,
+        listen: SocketAddr::from(([127, 0, 0, 1], args.port)),
+        knowledge_dir: None,
+        env_file: None,
+        public_url: None,
+    };
+    let stack = dev::start(options, std::future::pending()).await?;
+    print_banner(&stack);
+    let secrets = dev::Secrets::load(None)?;
+    let (token, _) = secrets.twilio_auth_token();
+    let mut steps: Vec<caller::Step> = DEMO_SCRIPT
+        .iter()
+        .map(|(q, _)| caller::Step::Say(q.to_string()))
+        .collect();
+    steps.push(caller::Step::Say("Thanks, goodbye".into()));
+    let options = caller::CallOptions::new(&stack.base_url, token.expose(), steps);
+    let report = caller::place_call(&options, |p| print_progress(&p)).await;
+    let stopped = stack.stop().await;
+    let report = report?;
+    stopped?;
+    print_conversation(&report);
+    print!("{}", caller::render_table(&report));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    let mut ok = true;
+    for (i, (question, doc)) in DEMO_SCRIPT.iter().enumerate() {
+        let cited = report
+            .turns
+            .get(i)
+            .is_some_and(|t| t.citations.iter().any(|c| c.document_id == *doc));
+        if !cited {
+            ok = false;
+            eprintln!("✗ {question:?}: the answer does not cite {doc}");
+        }
+    }
+    if ok {
+        eprintln!("✓ every answer cited the right document");
+    }
+    Ok(ok)
+}
+
+fn demo_exit(result: anyhow::Result<bool>) -> ExitCode {
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("voice-agent demo: {err:#}");
+            ExitCode::FAILURE
+        }
     }
 }
