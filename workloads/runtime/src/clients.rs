@@ -69,6 +69,9 @@ pub enum ReplyEvent {
 #[derive(Debug, Default)]
 pub struct SseDecoder {
     buf: Vec<u8>,
+    /// Bytes of `buf` already searched for a separator, so a large event
+    /// arriving in small chunks is scanned once, not once per chunk.
+    scanned: usize,
 }
 
 impl SseDecoder {
@@ -81,7 +84,15 @@ impl SseDecoder {
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<(String, String)>, ClientError> {
         self.buf.extend_from_slice(chunk);
         let mut events = Vec::new();
-        while let Some((end, sep)) = find_event_end(&self.buf) {
+        loop {
+            // Resume two bytes back: a separator may straddle chunks.
+            let from = self.scanned.saturating_sub(2);
+            let Some((end, sep)) = find_event_end(&self.buf[from..]).map(|(e, s)| (e + from, s))
+            else {
+                self.scanned = self.buf.len();
+                break;
+            };
+            self.scanned = 0;
             let raw: Vec<u8> = self.buf.drain(..end + sep).collect();
             let text = String::from_utf8_lossy(&raw[..end]);
             let mut event = String::from("message");

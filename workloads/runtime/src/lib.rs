@@ -135,6 +135,61 @@ impl State {
         );
     }
 
+    /// Primes the recognizer with the greeting as the TTS service renders it
+    /// for the phone (8 kHz), retrying while the TTS service starts. Returns
+    /// whether it did.
+    pub async fn warm_up_recognizer(&self) -> bool {
+        use futures::StreamExt;
+        let greeting = self.config.greeting.trim();
+        if greeting.is_empty() {
+            return false;
+        }
+        for attempt in 0..10u32 {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            let Ok(stream) = self
+                .upstreams
+                .synthesize(greeting, self.config.tts_voice.as_deref())
+                .await
+            else {
+                continue;
+            };
+            let mut stream = Box::pin(stream);
+            let mut mulaw = Vec::new();
+            let mut failed = false;
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(bytes) => mulaw.extend_from_slice(&bytes),
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            if failed || mulaw.is_empty() {
+                continue;
+            }
+            let once = voice_agent_proto::audio::decode_mulaw(&mulaw);
+            // Live CMN weighs its prior like ~5 s of audio: give it enough
+            // speech (about 15 s) to settle on the line's mean.
+            let repeats = (15 * rate_hz() as usize / once.len().max(1)).clamp(1, 20);
+            let pcm: Vec<i16> = once
+                .iter()
+                .copied()
+                .cycle()
+                .take(once.len() * repeats)
+                .collect();
+            let stt = Arc::clone(&self.stt);
+            let rate = voice_agent_proto::mediastreams::SAMPLE_RATE;
+            return tokio::task::spawn_blocking(move || stt.warm_up(&pcm, rate))
+                .await
+                .is_ok();
+        }
+        tracing::warn!("could not prime the recognizer: the TTS service did not answer");
+        false
+    }
+
     /// Drains: refuses new sessions, waits for live calls to end up to the
     /// drain timeout, then ends the rest (`DrainTimeout`). Returns how many
     /// calls were cut.
@@ -158,6 +213,10 @@ impl State {
     }
 }
 
+fn rate_hz() -> u32 {
+    voice_agent_proto::mediastreams::SAMPLE_RATE
+}
+
 /// Unix epoch milliseconds.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -174,6 +233,8 @@ pub async fn serve(
     state: Arc<State>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    let warm = Arc::clone(&state);
+    tokio::spawn(async move { warm.warm_up_recognizer().await });
     let sweeper_state = Arc::clone(&state);
     let sweeper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));

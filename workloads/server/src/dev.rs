@@ -379,6 +379,7 @@ pub async fn start(
         Arc::clone(&metrics),
         std::future::pending(),
     ));
+    let warm = Arc::clone(&runtime);
     let server = tokio::spawn(async move {
         let result = axum::serve(voice_agent_http::nodelay(listener), app)
             .with_graceful_shutdown(stop)
@@ -386,6 +387,8 @@ pub async fn start(
         sweeper.abort();
         result.context("dev server")
     });
+    // Prime the recognizer before announcing the stack ready.
+    warm.warm_up_recognizer().await;
     Ok(DevStack {
         base_url,
         public_url,

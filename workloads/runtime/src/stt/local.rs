@@ -112,6 +112,35 @@ impl SttProvider for LocalStt {
         "local"
     }
 
+    fn warm_up(&self, samples: &[i16], sample_rate: u32) {
+        let Ok(mut upsampler) = PhoneUpsampler::new(sample_rate) else {
+            return;
+        };
+        let mut audio = Vec::with_capacity(samples.len() * 2 + 64);
+        upsampler.process(samples, &mut audio);
+        upsampler.flush(&mut audio);
+        // Every idle decoder (the pre-loaded ones), then back to the pool.
+        let mut warmed = Vec::new();
+        for _ in 0..self.pool.idle().max(1) {
+            let Ok(mut decoder) = self.pool.get() else {
+                break;
+            };
+            let ok = decoder.start_utterance().is_ok()
+                && audio
+                    .chunks(1600)
+                    .all(|chunk| decoder.process(chunk).is_ok())
+                && decoder.end_utterance().is_ok();
+            if !ok {
+                tracing::warn!("warming up a decoder failed; it starts cold");
+            }
+            warmed.push(decoder);
+        }
+        tracing::debug!(
+            decoders = warmed.len(),
+            "local recognizer primed with telephone audio"
+        );
+    }
+
     fn open(&self, params: &SttParams) -> Result<SttStream, SttError> {
         let language = params.language.to_ascii_lowercase();
         if !(language.is_empty() || language == "en" || language.starts_with("en-")) {

@@ -109,4 +109,14 @@ pub trait SttProvider: Send + Sync + 'static {
     /// model loading happen in the stream's background task, which buffers
     /// audio meanwhile. Must be called within a Tokio runtime.
     fn open(&self, params: &SttParams) -> Result<SttStream, SttError>;
+
+    /// Primes the recognizer with telephone audio before the first call
+    /// (mono PCM16 at `sample_rate`), e.g. the greeting as the TTS service
+    /// renders it. Blocking; the default does nothing. The local recognizer
+    /// uses it to move its channel normalization (live cepstral mean) from
+    /// the wide-band value of its model to a telephone line's, which the
+    /// first utterances of a fresh decoder otherwise pay for in accuracy.
+    fn warm_up(&self, samples: &[i16], sample_rate: u32) {
+        let _ = (samples, sample_rate);
+    }
 }
