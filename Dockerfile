@@ -28,12 +28,15 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # provider runs the espeak-ng executable (not just its library): it needs
 # libespeak-ng1, libpcaudio0, libsonic0 and the voice data in
 # /usr/lib/<arch>-linux-gnu/espeak-ng-data, which apt installs consistently
-# for every architecture. Unpinned on purpose: Debian point releases carry the
+# for every architecture. The `local` STT provider dlopen()s PocketSphinx
+# (libpocketsphinx3) and reads its US English model (pocketsphinx-en-us).
+# Unpinned on purpose: Debian point releases carry the
 # security fixes; rebuild to pick them up.
 FROM debian:bookworm-slim
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates espeak-ng \
+      libpocketsphinx3 pocketsphinx-en-us \
  && rm -rf /var/lib/apt/lists/* \
  && espeak-ng --version
 COPY --from=builder /out/voice-agent-operator /out/voice-agent /usr/local/bin/
