@@ -104,8 +104,11 @@ pub struct TurnReport {
     pub caller: String,
     /// What the runtime recognized.
     pub recognized: String,
-    /// What the agent said.
+    /// What the agent said (the runtime's transcript).
     pub agent: String,
+    /// What this caller heard, transcribed from the received audio with the
+    /// local recognizer (empty when it is not installed).
+    pub agent_heard: String,
     /// The reply's sources.
     pub citations: Vec<Citation>,
     /// Latency breakdown.
@@ -126,6 +129,8 @@ pub struct CallReport {
     pub session_id: String,
     /// The greeting, as the agent said it.
     pub greeting: String,
+    /// The greeting as this caller heard it (local recognizer).
+    pub greeting_heard: String,
     /// Seconds of greeting audio received.
     pub greeting_audio_seconds: f64,
     /// The exchanges, in order.
@@ -168,6 +173,8 @@ pub enum Progress {
 struct Heard {
     /// Audio segments: (first frame time, last frame time, frames).
     segments: Vec<(Instant, Instant, usize)>,
+    /// The agent's audio of each segment, PCM16 8 kHz.
+    audio: Vec<Vec<i16>>,
     last_frame: Option<Instant>,
     clears: usize,
     closed: bool,
@@ -428,9 +435,13 @@ pub async fn place_call(
                         .is_none_or(|t| now.duration_since(t) > Duration::from_millis(300));
                     if new_segment {
                         h.segments.push((now, now, 1));
+                        h.audio.push(Vec::new());
                     } else if let Some(last) = h.segments.last_mut() {
                         last.1 = now;
                         last.2 += 1;
+                    }
+                    if let Some(audio) = h.audio.last_mut() {
+                        audio.extend_from_slice(&pcm);
                     }
                     h.last_frame = Some(now);
                 }
@@ -616,14 +627,65 @@ pub async fn place_call(
         detail
     };
     let heard = heard.lock().unwrap_or_else(|e| e.into_inner());
-    Ok(build_report(
+    let mut report = build_report(
         &call_sid,
         &session_id,
         &detail,
         &heard,
         &speech_ends,
         agent_hung_up,
-    ))
+    );
+    // What the agent's audio said, as this caller heard it: the audio after
+    // each line (before the first line: the greeting), transcribed with the
+    // local recognizer, whose language model knows only the caller's own
+    // script and everyday phone phrases (not the agent's knowledge).
+    let ends: Vec<Instant> = speech_ends.iter().map(|(_, t)| *t).collect();
+    let mut groups: Vec<Vec<i16>> = vec![Vec::new(); ends.len() + 1];
+    for (segment, audio) in heard.segments.iter().zip(&heard.audio) {
+        let group = ends.iter().take_while(|t| **t <= segment.0).count();
+        groups[group].extend_from_slice(audio);
+    }
+    drop(heard);
+    let script: String = options
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Say(line) => Some(format!("{line}\n")),
+            Step::Dtmf(_) => None,
+        })
+        .collect();
+    let transcripts = tokio::task::spawn_blocking(move || transcribe_all(&script, &groups))
+        .await
+        .unwrap_or_default();
+    let mut transcripts = transcripts.into_iter();
+    report.greeting_heard = transcripts.next().unwrap_or_default();
+    for (turn, text) in report.turns.iter_mut().zip(transcripts) {
+        turn.agent_heard = text;
+    }
+    Ok(report)
+}
+
+/// Transcribes each recording with the local recognizer (empty strings when
+/// it is not installed).
+fn transcribe_all(script: &str, recordings: &[Vec<i16>]) -> Vec<String> {
+    use voice_agent_runtime::stt::local::{LocalStt, LocalSttConfig};
+    let stt = match LocalStt::new(LocalSttConfig::new(script)) {
+        Ok(stt) => stt,
+        Err(e) => {
+            eprintln!("(not transcribing the agent's audio: {e})");
+            return vec![String::new(); recordings.len()];
+        }
+    };
+    recordings
+        .iter()
+        .map(|pcm| {
+            if pcm.is_empty() {
+                String::new()
+            } else {
+                stt.transcribe(pcm, SAMPLE_RATE).unwrap_or_default()
+            }
+        })
+        .collect()
 }
 
 enum MicItem {
@@ -739,6 +801,7 @@ fn build_report(
         });
         let l = &entry["latency"];
         report.turns.push(TurnReport {
+            agent_heard: String::new(),
             caller: line,
             recognized: caller_recognized,
             agent,

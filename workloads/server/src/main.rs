@@ -680,6 +680,9 @@ fn print_conversation(report: &caller::CallReport) {
     println!();
     if !report.greeting.is_empty() {
         println!("agent:  {}", report.greeting);
+        if !report.greeting_heard.is_empty() {
+            println!("        (heard: {})", report.greeting_heard);
+        }
     }
     for t in &report.turns {
         println!("caller: {}", t.caller);
@@ -688,6 +691,9 @@ fn print_conversation(report: &caller::CallReport) {
         }
         let marker = if t.interrupted { " ✂" } else { "" };
         println!("agent:  {}{marker}", t.agent);
+        if !t.agent_heard.is_empty() {
+            println!("        (heard: {})", t.agent_heard);
+        }
         for c in &t.citations {
             println!(
                 "        [{}] {} (score {:.2})",

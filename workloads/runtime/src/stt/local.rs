@@ -105,6 +105,26 @@ impl LocalStt {
     pub fn pool(&self) -> &DecoderPool {
         &self.pool
     }
+
+    /// Transcribes a whole recording (mono PCM16 at `sample_rate`) as one
+    /// utterance. Blocking. `None` when nothing was recognized or decoding
+    /// failed. The simulated caller uses it to hear the agent.
+    pub fn transcribe(&self, samples: &[i16], sample_rate: u32) -> Option<String> {
+        let mut upsampler = PhoneUpsampler::new(sample_rate).ok()?;
+        let mut audio = Vec::with_capacity(samples.len() * 2 + 64);
+        upsampler.process(samples, &mut audio);
+        upsampler.flush(&mut audio);
+        let mut decoder = self.pool.get().ok()?;
+        decoder.start_utterance().ok()?;
+        for chunk in audio.chunks(1600) {
+            decoder.process(chunk).ok()?;
+        }
+        decoder
+            .end_utterance()
+            .ok()
+            .flatten()
+            .filter(|t| !t.trim().is_empty())
+    }
 }
 
 impl SttProvider for LocalStt {
@@ -113,6 +133,7 @@ impl SttProvider for LocalStt {
     }
 
     fn warm_up(&self, samples: &[i16], sample_rate: u32) {
+        // (transcribe() shares this path; warming keeps every idle decoder.)
         let Ok(mut upsampler) = PhoneUpsampler::new(sample_rate) else {
             return;
         };
