@@ -626,26 +626,22 @@ pub async fn place_call(
         }
         detail
     };
-    let heard = heard.lock().unwrap_or_else(|e| e.into_inner());
-    let mut report = build_report(
-        &call_sid,
-        &session_id,
-        &detail,
-        &heard,
-        &speech_ends,
-        agent_hung_up,
-    );
+    let (mut report, groups) = {
+        let heard = heard.lock().unwrap_or_else(|e| e.into_inner());
+        let report = build_report(
+            &call_sid,
+            &session_id,
+            &detail,
+            &heard,
+            &speech_ends,
+            agent_hung_up,
+        );
+        (report, agent_audio_by_step(&heard, &speech_ends))
+    };
     // What the agent's audio said, as this caller heard it: the audio after
     // each line (before the first line: the greeting), transcribed with the
     // local recognizer, whose language model knows only the caller's own
     // script and everyday phone phrases (not the agent's knowledge).
-    let ends: Vec<Instant> = speech_ends.iter().map(|(_, t)| *t).collect();
-    let mut groups: Vec<Vec<i16>> = vec![Vec::new(); ends.len() + 1];
-    for (segment, audio) in heard.segments.iter().zip(&heard.audio) {
-        let group = ends.iter().take_while(|t| **t <= segment.0).count();
-        groups[group].extend_from_slice(audio);
-    }
-    drop(heard);
     let script: String = options
         .steps
         .iter()
@@ -663,6 +659,20 @@ pub async fn place_call(
         turn.agent_heard = text;
     }
     Ok(report)
+}
+
+/// The agent's audio before the first line (the greeting) and after each
+/// line.
+fn agent_audio_by_step(heard: &Heard, speech_ends: &[(String, Instant)]) -> Vec<Vec<i16>> {
+    let mut groups: Vec<Vec<i16>> = vec![Vec::new(); speech_ends.len() + 1];
+    for (segment, audio) in heard.segments.iter().zip(&heard.audio) {
+        let group = speech_ends
+            .iter()
+            .take_while(|(_, t)| *t <= segment.0)
+            .count();
+        groups[group].extend_from_slice(audio);
+    }
+    groups
 }
 
 /// Transcribes each recording with the local recognizer (empty strings when
