@@ -2,6 +2,7 @@
 //! environment variables with defaults.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use voice_agent_http::env::EnvVars;
@@ -36,6 +37,15 @@ pub struct Config {
     /// (`VOICE_AGENT_METRICS_EXTERNAL_METRICS`, `true` or `false`, default
     /// false; see [`crate::external`]).
     pub external_metrics: bool,
+    /// Also serve HTTPS here, for the Kubernetes aggregation layer
+    /// (`VOICE_AGENT_METRICS_TLS_LISTEN`, e.g. `0.0.0.0:6443`; off when
+    /// unset; see [`crate::tls`]).
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for HTTPS (`VOICE_AGENT_METRICS_TLS_CERT_FILE`);
+    /// with the key file unset too, a self-signed certificate is generated.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for HTTPS (`VOICE_AGENT_METRICS_TLS_KEY_FILE`).
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -49,6 +59,9 @@ impl Default for Config {
             max_series: 10_000,
             request_timeout: Duration::from_secs(10),
             external_metrics: false,
+            tls_listen: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -74,6 +87,11 @@ impl Config {
         c.max_future_skew = env.millis("MAX_FUTURE_SKEW_MS", c.max_future_skew, 1)?;
         c.gauge_staleness = env.millis("GAUGE_STALENESS_MS", c.gauge_staleness, 1)?;
         c.request_timeout = env.millis("REQUEST_TIMEOUT_MS", c.request_timeout, 1)?;
+        if env.get("TLS_LISTEN").is_some() {
+            c.tls_listen = Some(env.listen("TLS_LISTEN", SocketAddr::from(([0, 0, 0, 0], 6443)))?);
+        }
+        c.tls_cert_file = env.get("TLS_CERT_FILE").map(|(_, v)| PathBuf::from(v));
+        c.tls_key_file = env.get("TLS_KEY_FILE").map(|(_, v)| PathBuf::from(v));
         if let Some((var, value)) = env.get("EXTERNAL_METRICS") {
             c.external_metrics = match value.trim().to_ascii_lowercase().as_str() {
                 "true" | "1" => true,

@@ -36,6 +36,7 @@ pub mod loopback;
 pub mod selector;
 pub mod sketch;
 pub mod store;
+pub mod tls;
 pub mod window;
 
 pub use api::router;

@@ -399,6 +399,30 @@ async fn metrics(args: MetricsArgs) -> anyhow::Result<()> {
         max_body_bytes = config.max_body_bytes,
         "listening"
     );
+    // HTTPS for the aggregation layer (external.metrics.k8s.io), if asked.
+    if let Some(tls_listen) = config.tls_listen {
+        let names = vec!["localhost".to_string(), "voice-agent-metrics".to_string()];
+        let tls = voice_agent_metrics::tls::server_config(
+            config.tls_cert_file.as_deref(),
+            config.tls_key_file.as_deref(),
+            &names,
+        )?;
+        let tls_listener = tokio::net::TcpListener::bind(tls_listen)
+            .await
+            .with_context(|| format!("listening on {tls_listen}"))?;
+        tracing::info!(
+            component = "metrics",
+            addr = %tls_listen,
+            self_signed = config.tls_cert_file.is_none(),
+            "listening (HTTPS)"
+        );
+        tokio::spawn(voice_agent_metrics::tls::serve(
+            tls_listener,
+            voice_agent_metrics::router(Arc::clone(&state)),
+            tls,
+            shutdown_signal(),
+        ));
+    }
     voice_agent_metrics::serve(listener, state, shutdown_signal()).await?;
     tracing::info!(component = "metrics", "stopped");
     Ok(())
