@@ -32,6 +32,8 @@ pub mod clients;
 pub mod config;
 pub mod exporter;
 pub mod media;
+#[cfg(feature = "livekit")]
+pub mod media_livekit;
 pub mod sentence;
 pub mod sessions;
 pub mod stt;
