@@ -445,11 +445,38 @@ async fn twilio_status(
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// `GET /twilio/media`.
+/// `GET /twilio/media`. Twilio signs the WebSocket handshake too: the
+/// `X-Twilio-Signature` of the stream's URL (as configured: the public
+/// `wss://` URL and the query) with no parameters. A missing or bad
+/// signature is refused before the upgrade.
 async fn twilio_media(
     AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    uri: Uri,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let mut url = state.config().public_url.ws_url(MEDIA_PATH);
+    if let Some(query) = uri.query() {
+        url.push('?');
+        url.push_str(query);
+    }
+    let signed = headers
+        .get(signature::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|sig| {
+            signature::validate(state.config().twilio_auth_token.expose(), &url, &[], sig)
+        });
+    if !signed {
+        tracing::warn!("media stream handshake without a valid X-Twilio-Signature refused");
+        state
+            .exporter()
+            .request(Route::TwilioMedia, Outcome::Unauthorized);
+        return error_response(
+            StatusCode::FORBIDDEN,
+            codes::UNAUTHENTICATED,
+            "missing or bad X-Twilio-Signature on the media stream handshake",
+        );
+    }
     upgrade
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)

@@ -68,6 +68,10 @@ pub fn url_variants(url: &str) -> Vec<String> {
         ("https://", "443")
     } else if url.starts_with("http://") {
         ("http://", "80")
+    } else if url.starts_with("wss://") {
+        ("wss://", "443")
+    } else if url.starts_with("ws://") {
+        ("ws://", "80")
     } else {
         return out;
     };

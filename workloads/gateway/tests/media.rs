@@ -6,6 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use axum::extract::ws::{CloseFrame as AxumCloseFrame, Message as AxumMessage};
 use common::*;
@@ -118,10 +119,40 @@ async fn runtime_text(media: &mut RuntimeMedia) -> String {
 
 async fn connect(gateway: &Gateway, url: &str) -> Client {
     assert_eq!(url, format!("ws://{}/twilio/media", gateway.addr));
-    tokio_tungstenite::connect_async(url)
+    // Twilio signs the handshake: the stream URL, no parameters.
+    let mut request = url.into_client_request().expect("request");
+    let signature = voice_agent_gateway::signature::compute(common::AUTH_TOKEN, url, &[]);
+    request.headers_mut().insert(
+        "x-twilio-signature",
+        signature.parse().expect("header value"),
+    );
+    tokio_tungstenite::connect_async(request)
         .await
         .expect("connect to the gateway")
         .0
+}
+
+#[tokio::test]
+async fn an_unsigned_or_badly_signed_handshake_is_refused() {
+    let (_runtime, gateway) = setup().await;
+    let url = format!("ws://{}/twilio/media", gateway.addr);
+    assert!(
+        tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .is_err(),
+        "unsigned handshake accepted"
+    );
+    let mut request = url.as_str().into_client_request().expect("request");
+    request.headers_mut().insert(
+        "x-twilio-signature",
+        voice_agent_gateway::signature::compute("wrong-token", &url, &[])
+            .parse()
+            .expect("header value"),
+    );
+    assert!(
+        tokio_tungstenite::connect_async(request).await.is_err(),
+        "badly signed handshake accepted"
+    );
 }
 
 #[tokio::test]

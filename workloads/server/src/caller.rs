@@ -377,7 +377,21 @@ pub async fn place_call(
     });
 
     let media_url = dial_url(&stream_url, &options.url, &public_url);
-    let (ws, _) = tokio_tungstenite::connect_async(media_url.as_str())
+    // Twilio signs the handshake: the stream URL from the TwiML, no params.
+    let mut request = {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        media_url
+            .as_str()
+            .into_client_request()
+            .with_context(|| format!("media stream URL {media_url}"))?
+    };
+    let handshake_signature =
+        voice_agent_gateway::signature::compute(&options.auth_token, &stream_url, &[]);
+    request.headers_mut().insert(
+        "x-twilio-signature",
+        handshake_signature.parse().context("signature header")?,
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(request)
         .await
         .with_context(|| format!("connecting the media stream {media_url}"))?;
     let (mut sink, mut stream) = ws.split();
