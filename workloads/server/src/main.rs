@@ -3,9 +3,8 @@
 //! `voice-agent <component>` runs one component (the operator starts pods
 //! this way), `voice-agent dev` runs all of them in one process and
 //! `voice-agent call` places a simulated phone call (DESIGN.md §2, §6).
-//! Components that are not part of this build say so and exit with status 2
-//! rather than pretending to run. `voice-agent bench <component>` measures a
-//! component in-process and reports against its goals.
+//! `voice-agent components` lists what a build can run, and `voice-agent
+//! bench <component>` measures a component in-process against its goals.
 
 mod caller;
 mod dev;
