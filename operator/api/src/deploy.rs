@@ -148,4 +148,46 @@ impl ComponentConfig {
     pub fn from_yaml(yaml: &str) -> Result<Self, serde_yaml_ng::Error> {
         serde_yaml_ng::from_str(yaml)
     }
+
+    /// Reads the config file named by [`CONFIG_ENV`] (looked up with
+    /// `lookup`), as every component does at start.
+    pub fn load(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, LoadError> {
+        let path = lookup(CONFIG_ENV)
+            .filter(|p| !p.trim().is_empty())
+            .ok_or(LoadError::NoConfigFile)?;
+        let yaml = std::fs::read_to_string(&path).map_err(|source| LoadError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Self::from_yaml(&yaml).map_err(|e| LoadError::Parse {
+            path,
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Why a component's config file cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// `VOICE_AGENT_CONFIG` is not set.
+    #[error(
+        "{CONFIG_ENV} is not set: it must name the rendered VoiceAgent config file (e.g. {CONFIG_DIR}/{CONFIG_FILE})"
+    )]
+    NoConfigFile,
+    /// The config file cannot be read.
+    #[error("reading {path}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not a ComponentConfig.
+    #[error("parsing {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The YAML error.
+        message: String,
+    },
 }

@@ -15,6 +15,43 @@ use kube::runtime::events::{Recorder, Reporter};
 use crate::metrics::Metrics;
 use crate::render::OperatorSettings;
 
+/// Reason of the Warning Event about an object that does not decode.
+pub const INVALID_OBJECT: &str = "InvalidObject";
+
+/// Publishes the Warning Event `InvalidObject` on an object of our API
+/// (`kind`) that cannot be decoded; a failed publish is only logged. Every
+/// controller that reads objects through `DeserializeGuard` reports them so.
+pub async fn publish_invalid_object(
+    recorder: &Recorder,
+    kind: &str,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    error: &str,
+) {
+    use kube::runtime::events::{Event, EventType};
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(format!(
+            "{}/{}",
+            voice_agent_api::GROUP,
+            voice_agent_api::VERSION
+        )),
+        kind: Some(kind.to_string()),
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        ..Default::default()
+    };
+    let event = Event {
+        type_: EventType::Warning,
+        reason: INVALID_OBJECT.into(),
+        note: Some(format!("the object does not match the API: {error}")),
+        action: "Decode".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &reference).await {
+        tracing::warn!("publishing an Event failed: {e}");
+    }
+}
+
 /// State shared by every reconcile.
 pub struct Context {
     /// The Kubernetes client.

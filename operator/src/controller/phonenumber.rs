@@ -119,8 +119,6 @@ pub mod reasons {
     pub const RELEASED: &str = "Released";
     /// Cleanup could not release everything; the note says what is left.
     pub const CLEANUP_INCOMPLETE: &str = "CleanupIncomplete";
-    /// The object does not decode into the API types.
-    pub const INVALID_OBJECT: &str = "InvalidObject";
 }
 
 /// State shared by PhoneNumber reconciles.
@@ -214,7 +212,7 @@ fn from_finalizer(e: finalizer::Error<Error>) -> Error {
         finalizer::Error::AddFinalizer(k) | finalizer::Error::RemoveFinalizer(k) => Error::Kube(k),
         other @ (finalizer::Error::UnnamedObject | finalizer::Error::InvalidFinalizer) => {
             Error::InvalidSpec {
-                reason: reasons::INVALID_OBJECT,
+                reason: super::INVALID_OBJECT,
                 message: other.to_string(),
             }
         }
@@ -1141,28 +1139,7 @@ async fn undecodable(
         .errors
         .with_label_values(&[CONTROLLER, "undecodable"])
         .inc();
-    let reference = k8s_openapi::api::core::v1::ObjectReference {
-        api_version: Some(format!(
-            "{}/{}",
-            voice_agent_api::GROUP,
-            voice_agent_api::VERSION
-        )),
-        kind: Some("PhoneNumber".into()),
-        name: Some(name.to_string()),
-        namespace: Some(ns.to_string()),
-        uid: meta.uid.clone(),
-        ..Default::default()
-    };
-    let event = Event {
-        type_: EventType::Warning,
-        reason: reasons::INVALID_OBJECT.into(),
-        note: Some(format!("the object does not match the API: {error}")),
-        action: "Decode".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-        warn!("publishing an Event failed: {e}");
-    }
+    super::publish_invalid_object(&ctx.recorder, "PhoneNumber", meta, error).await;
     let finalizers = meta.finalizers.clone().unwrap_or_default();
     if meta.deletion_timestamp.is_some()
         && let Some(i) = finalizers.iter().position(|f| f == FINALIZER)

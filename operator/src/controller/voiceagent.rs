@@ -523,7 +523,7 @@ async fn mark_undecodable(
     let condition = conditions::new_condition(
         types::DEGRADED,
         conditions::Status::True,
-        "InvalidObject",
+        super::INVALID_OBJECT,
         format!("the object does not match the API: {error}"),
         meta.generation,
         conditions::now(),
@@ -541,7 +541,7 @@ async fn mark_undecodable(
         })
         .is_some_and(|c| {
             conditions::find_condition(&c, types::DEGRADED).is_some_and(|d| {
-                d.reason == "InvalidObject" && d.observed_generation == meta.generation
+                d.reason == super::INVALID_OBJECT && d.observed_generation == meta.generation
             })
         });
     if already && same {
@@ -553,28 +553,7 @@ async fn mark_undecodable(
         .writes
         .with_label_values(&["VoiceAgent", "status"])
         .inc();
-    let reference = k8s_openapi::api::core::v1::ObjectReference {
-        api_version: Some(format!(
-            "{}/{}",
-            voice_agent_api::GROUP,
-            voice_agent_api::VERSION
-        )),
-        kind: Some("VoiceAgent".into()),
-        name: Some(name.to_string()),
-        namespace: Some(ns.to_string()),
-        uid: meta.uid.clone(),
-        ..Default::default()
-    };
-    let event = Event {
-        type_: EventType::Warning,
-        reason: "InvalidObject".into(),
-        note: Some(format!("the object does not match the API: {error}")),
-        action: "Decode".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-        warn!("publishing an Event failed: {e}");
-    }
+    super::publish_invalid_object(&ctx.recorder, "VoiceAgent", meta, error).await;
     Ok(())
 }
 

@@ -113,30 +113,9 @@ impl Default for LlmTimeouts {
 /// A configuration that cannot be used.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    /// `VOICE_AGENT_CONFIG` is not set.
-    #[error(
-        "{} is not set: it must name the rendered VoiceAgent config file (e.g. {}/{})",
-        deploy::CONFIG_ENV,
-        deploy::CONFIG_DIR,
-        deploy::CONFIG_FILE
-    )]
-    NoConfigFile,
-    /// The config file cannot be read.
-    #[error("reading {path}")]
-    Read {
-        /// The file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The config file is not a ComponentConfig.
-    #[error("parsing {path}: {message}")]
-    Parse {
-        /// The file.
-        path: String,
-        /// The YAML error.
-        message: String,
-    },
+    /// The config file named by `VOICE_AGENT_CONFIG` cannot be loaded.
+    #[error(transparent)]
+    File(#[from] deploy::LoadError),
     /// An environment variable has an unusable value.
     #[error(transparent)]
     Env(#[from] EnvError),
@@ -166,15 +145,7 @@ impl Config {
     /// environment's overrides.
     pub fn from_env() -> Result<Self, ConfigError> {
         let lookup = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let path = lookup(deploy::CONFIG_ENV).ok_or(ConfigError::NoConfigFile)?;
-        let yaml = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let component = ComponentConfig::from_yaml(&yaml).map_err(|e| ConfigError::Parse {
-            path,
-            message: e.to_string(),
-        })?;
+        let component = ComponentConfig::load(lookup)?;
         Self::from_lookup(component, lookup)
     }
 

@@ -340,9 +340,12 @@ impl<'a, T: MediaTransport> VoiceLoop<'a, T> {
         let now = self.now_ms();
         self.actions.clear();
         self.turn.handle(now, input, &mut self.actions);
-        let actions = std::mem::take(&mut self.actions);
-        for action in &actions {
-            self.act(action.clone());
+        // Acting may feed the machine again (nested): take the buffer, move
+        // the actions out, and give the (empty) buffer back to keep its
+        // capacity.
+        let mut actions = std::mem::take(&mut self.actions);
+        for action in actions.drain(..) {
+            self.act(action);
         }
         self.actions = actions;
     }

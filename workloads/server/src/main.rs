@@ -527,17 +527,9 @@ async fn gateway(args: ListenArgs) -> anyhow::Result<()> {
 
 /// Reads the rendered component config named by `VOICE_AGENT_CONFIG`.
 fn component_config() -> anyhow::Result<voice_agent_api::deploy::ComponentConfig> {
-    use voice_agent_api::deploy;
-    let path = std::env::var(deploy::CONFIG_ENV).with_context(|| {
-        format!(
-            "{} is not set: it names the component config ({}/{})",
-            deploy::CONFIG_ENV,
-            deploy::CONFIG_DIR,
-            deploy::CONFIG_FILE
-        )
-    })?;
-    let yaml = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    deploy::ComponentConfig::from_yaml(&yaml).with_context(|| format!("parsing {path}"))
+    Ok(voice_agent_api::deploy::ComponentConfig::load(|k| {
+        std::env::var(k).ok()
+    })?)
 }
 
 async fn runtime(args: ListenArgs) -> anyhow::Result<()> {
