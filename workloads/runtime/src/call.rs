@@ -689,6 +689,7 @@ impl<'a, T: MediaTransport> VoiceLoop<'a, T> {
         };
         let exporter = &self.state.exporter;
         let samples = &self.state.samples;
+        let mut audio = false;
         match msg {
             ReplyMsg::AgentFirstText { ms } => {
                 reply.latency.agent_ttft_ms = Some(ms);
@@ -712,7 +713,10 @@ impl<'a, T: MediaTransport> VoiceLoop<'a, T> {
                     reply.sentences.push(text);
                 }
             }
-            ReplyMsg::Audio { idx, bytes } => self.playback.push(idx, bytes),
+            ReplyMsg::Audio { idx, bytes } => {
+                self.playback.push(idx, bytes);
+                audio = true;
+            }
             ReplyMsg::TtsFirstByte { ms } => {
                 reply.latency.tts_ttfb_ms = Some(ms);
                 exporter
@@ -727,6 +731,11 @@ impl<'a, T: MediaTransport> VoiceLoop<'a, T> {
                 reply.finished = true;
             }
             ReplyMsg::Finished => reply.finished = true,
+        }
+        // Send what is due now rather than at the next tick: the first frame
+        // of a reply would otherwise wait up to 20 ms for the clock.
+        if audio {
+            self.pace();
         }
     }
 }

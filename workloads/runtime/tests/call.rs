@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::{Caller, Heard, start};
 
@@ -101,7 +101,6 @@ async fn barge_in_clears_playback_and_the_next_turn_is_answered() {
 
     // The caller talks over the agent.
     stack.say("And a flat tire?");
-    let speech_started = Instant::now();
     caller.speak(700).await;
     let heard = caller.take_heard();
     let clear_at = heard
@@ -111,12 +110,16 @@ async fn barge_in_clears_playback_and_the_next_turn_is_answered() {
             _ => None,
         })
         .expect("a clear after the barge-in");
-    let reaction = clear_at.duration_since(speech_started);
-    // VAD onset (60 ms) + min barge-in speech (250 ms) + a tick, with slack
-    // for a loaded machine.
+    let onset = caller.speech_onset().expect("speech was sent");
+    let reaction = clear_at
+        .checked_duration_since(onset)
+        .expect("the clear came after the speech onset");
+    eprintln!("clear {reaction:?} after the speech onset frame");
+    // The barge-in needs the VAD's onset (60 ms of voiced frames) plus the
+    // minimum barge-in speech (250 ms); the clear must follow within 100 ms.
     assert!(
-        reaction < Duration::from_millis(900),
-        "clear came {reaction:?} after the caller started talking"
+        reaction < Duration::from_millis(60 + 250 + 100),
+        "clear came {reaction:?} after the speech onset frame"
     );
     // After the clear, the old reply's audio stops: at most the frames that
     // were already queued for the socket follow it.
@@ -147,6 +150,48 @@ async fn barge_in_clears_playback_and_the_next_turn_is_answered() {
             .contains("15"),
         "{transcript:?}"
     );
+    caller.hang_up();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_shortest_minimum_the_clear_follows_the_speech_onset_frame_within_100_ms() {
+    let stack = start(4, &[("VOICE_AGENT_RUNTIME_MIN_BARGE_IN_MS", "20")]).await;
+    let (_, created) = stack.create_session("CAquickbarge").await;
+    let created = created.expect("session");
+    let mut caller = Caller::connect(&created.media_url, "CAquickbarge").await;
+    caller
+        .listen_until_quiet(Duration::from_millis(400), CALL_TIMEOUT)
+        .await;
+    stack.say("How much does a basic tune up cost?");
+    caller.speak(800).await;
+    caller
+        .next_media(CALL_TIMEOUT)
+        .await
+        .expect("answer starts");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    caller.take_heard();
+
+    stack.say("And a flat tire?");
+    caller.speak(400).await;
+    let onset = caller.speech_onset().expect("speech was sent");
+    let clear_at = caller
+        .take_heard()
+        .iter()
+        .find_map(|h| match h {
+            Heard::Clear(at) => Some(*at),
+            _ => None,
+        })
+        .expect("a clear after the barge-in");
+    let reaction = clear_at
+        .checked_duration_since(onset)
+        .expect("the clear came after the speech onset");
+    eprintln!("clear {reaction:?} after the speech onset frame");
+    assert!(
+        reaction < Duration::from_millis(100),
+        "clear came {reaction:?} after the speech onset frame"
+    );
+    let detail = stack.session(&created.session_id).await;
+    assert_eq!(detail["interruptions"], 1);
     caller.hang_up();
 }
 

@@ -162,6 +162,8 @@ pub struct Caller {
     mic: mpsc::UnboundedSender<Mic>,
     pub heard: mpsc::UnboundedReceiver<Heard>,
     pub stream_sid: String,
+    /// When the first frame of the latest speech burst went out.
+    onset: Arc<Mutex<Option<Instant>>>,
 }
 
 /// One 20 ms frame of a 300 Hz tone (speech-like energy), mu-law, base64.
@@ -235,7 +237,10 @@ impl Caller {
         }
         let (mic, mut commands) = mpsc::unbounded_channel::<Mic>();
         let sid = stream_sid.clone();
+        let onset = Arc::new(Mutex::new(None));
+        let onset_mic = Arc::clone(&onset);
         tokio::spawn(async move {
+            let mut burst_started = false;
             let tone = tone_frame();
             let silence = silence_frame();
             let mut speech_frames = 0u64;
@@ -244,7 +249,10 @@ impl Caller {
                 tick.tick().await;
                 while let Ok(cmd) = commands.try_recv() {
                     match cmd {
-                        Mic::Speak(ms) => speech_frames = ms / 20,
+                        Mic::Speak(ms) => {
+                            speech_frames = ms / 20;
+                            burst_started = true;
+                        }
                         Mic::Raw(text) => {
                             if sink.send(WsMessage::Text(text.into())).await.is_err() {
                                 return;
@@ -285,13 +293,22 @@ impl Caller {
                 {
                     return;
                 }
+                if std::mem::take(&mut burst_started) {
+                    *onset_mic.lock().expect("onset") = Some(Instant::now());
+                }
             }
         });
         Self {
             mic,
             heard,
             stream_sid,
+            onset,
         }
+    }
+
+    /// When the first frame of the latest speech burst was sent.
+    pub fn speech_onset(&self) -> Option<Instant> {
+        *self.onset.lock().expect("onset")
     }
 
     /// Sends a raw text frame (between audio frames).
