@@ -589,6 +589,14 @@ async fn livekit_trunk_and_rule_are_made_and_deleted() {
     assert_eq!(trunks.len(), 1, "{trunks:?}");
     assert_eq!(trunks[0].numbers, [NUMBER]);
     assert_eq!(trunks[0].metadata, "voiceagent.io/phonenumber=voice/main");
+    // The trunk maps the gateway's session headers onto the SIP
+    // participant's attributes (protobuf JSON, as LiveKit receives it).
+    let created = e.livekit.bodies("CreateSIPInboundTrunk");
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(
+        created[0]["trunk"]["headersToAttributes"],
+        session_headers()
+    );
     let rules = e.livekit.rules();
     assert_eq!(rules.len(), 1, "{rules:?}");
     assert_eq!(rules[0].trunk_ids, [trunks[0].sip_trunk_id.clone()]);
@@ -636,6 +644,96 @@ async fn livekit_trunk_and_rule_are_made_and_deleted() {
     assert!(
         rule_deleted < trunk_deleted,
         "the rule goes first: {calls:?}"
+    );
+}
+
+/// The mapping of the gateway's session headers, in protobuf JSON.
+fn session_headers() -> Value {
+    json!({
+        "X-VoiceAgent-Session": "voiceagent.io/session",
+        "X-VoiceAgent-Media": "voiceagent.io/media-url",
+        "X-VoiceAgent-Token": "voiceagent.io/token",
+    })
+}
+
+#[tokio::test]
+async fn a_livekit_trunk_without_the_header_mapping_is_updated_in_place() {
+    let e = env().await;
+    e.twilio.add_number(NUMBER, None, "POST");
+    // Made by an operator from before the mapping; an allowed address was
+    // added by hand since.
+    let trunk_id = e.livekit.add_trunk(livekit_protocol::SipInboundTrunkInfo {
+        name: "voice-agent voice/main".into(),
+        metadata: "voiceagent.io/phonenumber=voice/main".into(),
+        numbers: vec![NUMBER.into()],
+        allowed_addresses: vec!["54.172.60.0/30".into()],
+        ..Default::default()
+    });
+    e.create_agent(agent(
+        "hello",
+        "https://hello.example.com",
+        Some(&e.livekit.url),
+    ))
+    .await;
+    e.create_number(number("main", "hello", NUMBER)).await;
+    e.until_condition("main", "Ready", "True", "Provisioned")
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let calls = e.livekit.calls();
+    let count = |m: &str| calls.iter().filter(|c| *c == m).count();
+    assert_eq!(count("CreateSIPInboundTrunk"), 0, "adopted: {calls:?}");
+    assert_eq!(count("UpdateSIPInboundTrunk"), 1, "{calls:?}");
+    let updates = e.livekit.bodies("UpdateSIPInboundTrunk");
+    assert_eq!(updates[0]["sipTrunkId"], trunk_id);
+    assert_eq!(
+        updates[0]["replace"]["headersToAttributes"],
+        session_headers()
+    );
+    let trunks = e.livekit.trunks();
+    assert_eq!(trunks.len(), 1, "{trunks:?}");
+    assert_eq!(trunks[0].sip_trunk_id, trunk_id, "updated in place");
+    assert_eq!(trunks[0].numbers, [NUMBER]);
+    assert_eq!(
+        trunks[0].allowed_addresses,
+        ["54.172.60.0/30"],
+        "what was set by hand stays"
+    );
+    assert_eq!(
+        trunks[0]
+            .headers_to_attributes
+            .get("X-VoiceAgent-Session")
+            .map(String::as_str),
+        Some("voiceagent.io/session")
+    );
+    assert_eq!(
+        e.pn("main").expect("pn")["status"]["livekitTrunkId"],
+        trunk_id
+    );
+    e.until("the update to be announced", |e| {
+        e.fake.objects("events.k8s.io/v1/Event").iter().any(|ev| {
+            ev["note"]
+                .as_str()
+                .is_some_and(|n| n.contains(&format!("updated LiveKit inbound trunk {trunk_id}")))
+        })
+    })
+    .await;
+
+    // Steady state: the trunk matches now; a reconcile writes nothing.
+    let before = e.livekit.calls().len();
+    e.reconcile_once("main").await;
+    let after = e.livekit.calls();
+    let writes: Vec<_> = after[before..]
+        .iter()
+        .filter(|c| !c.starts_with("List"))
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+    assert_eq!(
+        after
+            .iter()
+            .filter(|c| *c == "UpdateSIPInboundTrunk")
+            .count(),
+        1
     );
 }
 

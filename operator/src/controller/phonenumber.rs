@@ -932,7 +932,8 @@ async fn wait_for(
     Ok(Action::await_change())
 }
 
-/// Finds or creates the trunk and the rule of `plan`; records their ids.
+/// Finds (and brings up to date) or creates the trunk and the rule of `plan`;
+/// records their ids. A steady state writes nothing.
 async fn ensure_livekit(
     plan: &SipPlan,
     creds: &livekit::Credentials,
@@ -945,7 +946,16 @@ async fn ensure_livekit(
         Some(&t.sip_trunk_id) == status.livekit_trunk_id.as_ref() || t.metadata == plan.metadata
     });
     let trunk_id = match trunk {
-        Some(t) => t.sip_trunk_id,
+        Some(t) if t.sip_trunk_id.is_empty() || plan.trunk_matches(&t) => t.sip_trunk_id,
+        // Made before the trunk mapped the session headers, or edited by hand.
+        Some(t) => {
+            let id = t.sip_trunk_id.clone();
+            ctx.livekit
+                .replace_inbound_trunk(creds, &id, plan.trunk_replacing(&t))
+                .await?;
+            changed.push(format!("updated LiveKit inbound trunk {id}"));
+            id
+        }
         None => {
             let t = ctx
                 .livekit

@@ -101,13 +101,46 @@ pub struct SipPlan {
 }
 
 impl SipPlan {
-    /// The inbound trunk to create.
+    /// The inbound trunk to create. It maps the gateway's session headers
+    /// ([`voice_agent_proto::livekit::HEADERS`]) onto the SIP participant's
+    /// attributes, so the gateway finds the runtime session of the room a
+    /// call lands in.
     pub fn trunk(&self) -> proto::SipInboundTrunkInfo {
         proto::SipInboundTrunkInfo {
             name: self.name.clone(),
             metadata: self.metadata.clone(),
             numbers: vec![self.number.clone()],
+            headers_to_attributes: headers_to_attributes(),
             ..Default::default()
+        }
+    }
+
+    /// Whether `existing` is the trunk [`SipPlan::trunk`] describes in the
+    /// fields the plan sets (ids, timestamps and settings made by hand
+    /// aside).
+    pub fn trunk_matches(&self, existing: &proto::SipInboundTrunkInfo) -> bool {
+        let want = self.trunk();
+        existing.numbers == want.numbers
+            && existing.name == want.name
+            && existing.metadata == want.metadata
+            && existing.headers_to_attributes == want.headers_to_attributes
+    }
+
+    /// What replaces `existing` when it does not match: `existing` with the
+    /// fields [`SipPlan::trunk`] sets overwritten. A Replace replaces the
+    /// whole trunk, so this keeps what [`SipPlan::trunk_matches`] ignores
+    /// (allowed addresses, auth, … set by hand) instead of wiping it.
+    pub fn trunk_replacing(
+        &self,
+        existing: &proto::SipInboundTrunkInfo,
+    ) -> proto::SipInboundTrunkInfo {
+        let want = self.trunk();
+        proto::SipInboundTrunkInfo {
+            numbers: want.numbers,
+            name: want.name,
+            metadata: want.metadata,
+            headers_to_attributes: want.headers_to_attributes,
+            ..existing.clone()
         }
     }
 
@@ -144,6 +177,14 @@ impl SipPlan {
             && existing.metadata == want.metadata
             && existing.attributes == want.attributes
     }
+}
+
+/// SIP header → participant attribute, as the inbound trunk maps them.
+fn headers_to_attributes() -> HashMap<String, String> {
+    voice_agent_proto::livekit::HEADERS
+        .iter()
+        .map(|(header, attribute)| ((*header).to_string(), (*attribute).to_string()))
+        .collect()
 }
 
 /// A LiveKit SIP service client.
@@ -232,6 +273,22 @@ impl LiveKitClient {
     ) -> Result<proto::SipInboundTrunkInfo, VendorError> {
         let request = proto::CreateSipInboundTrunkRequest { trunk: Some(trunk) };
         self.call(creds, "CreateSIPInboundTrunk", &request).await
+    }
+
+    /// Replaces inbound trunk `id` with `trunk`.
+    pub async fn replace_inbound_trunk(
+        &self,
+        creds: &Credentials,
+        id: &str,
+        trunk: proto::SipInboundTrunkInfo,
+    ) -> Result<proto::SipInboundTrunkInfo, VendorError> {
+        let request = proto::UpdateSipInboundTrunkRequest {
+            sip_trunk_id: id.to_string(),
+            action: Some(proto::update_sip_inbound_trunk_request::Action::Replace(
+                trunk,
+            )),
+        };
+        self.call(creds, "UpdateSIPInboundTrunk", &request).await
     }
 
     /// Deletes a trunk; a trunk that is already gone is not an error.
@@ -370,5 +427,66 @@ mod tests {
         let back: proto::SipDispatchRuleInfo = serde_json::from_value(json).expect("decodes");
         assert!(plan.rule_matches("ST_1", &back));
         assert!(!plan.rule_matches("ST_2", &back));
+    }
+
+    fn plan() -> SipPlan {
+        SipPlan {
+            number: "+15551230142".into(),
+            name: "voice-agent voice/main".into(),
+            metadata: "voiceagent.io/phonenumber=voice/main".into(),
+            room_prefix: "hello-".into(),
+            attributes: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn trunks_map_the_session_headers_onto_attributes() {
+        let plan = plan();
+        let json = serde_json::to_value(plan.trunk()).expect("json");
+        assert_eq!(json["numbers"], serde_json::json!(["+15551230142"]));
+        assert_eq!(json["name"], "voice-agent voice/main");
+        assert_eq!(
+            json["headersToAttributes"],
+            serde_json::json!({
+                "X-VoiceAgent-Session": "voiceagent.io/session",
+                "X-VoiceAgent-Media": "voiceagent.io/media-url",
+                "X-VoiceAgent-Token": "voiceagent.io/token",
+            })
+        );
+        let mut back: proto::SipInboundTrunkInfo = serde_json::from_value(json).expect("decodes");
+        assert!(plan.trunk_matches(&back));
+
+        // What LiveKit answers: an id and settings made by hand.
+        back.sip_trunk_id = "ST_1".into();
+        back.allowed_addresses = vec!["54.172.60.0/30".into()];
+        back.krisp_enabled = true;
+        assert!(plan.trunk_matches(&back));
+
+        // A trunk made before the mapping (or with another number) does not.
+        let mut old = back.clone();
+        old.headers_to_attributes.clear();
+        assert!(!plan.trunk_matches(&old));
+        let mut other = back.clone();
+        other.numbers = vec!["+15559990000".into()];
+        assert!(!plan.trunk_matches(&other));
+
+        // The replacement fixes what the plan sets and keeps the rest.
+        let fixed = plan.trunk_replacing(&old);
+        assert!(plan.trunk_matches(&fixed));
+        assert_eq!(fixed.sip_trunk_id, "ST_1");
+        assert_eq!(fixed.allowed_addresses, ["54.172.60.0/30"]);
+        assert!(fixed.krisp_enabled);
+        let request = proto::UpdateSipInboundTrunkRequest {
+            sip_trunk_id: "ST_1".into(),
+            action: Some(proto::update_sip_inbound_trunk_request::Action::Replace(
+                fixed,
+            )),
+        };
+        let json = serde_json::to_value(&request).expect("json");
+        assert_eq!(json["sipTrunkId"], "ST_1");
+        assert_eq!(
+            json["replace"]["headersToAttributes"]["X-VoiceAgent-Token"],
+            "voiceagent.io/token"
+        );
     }
 }

@@ -376,6 +376,8 @@ struct LiveKitState {
     next_id: u32,
     /// Methods called, in order.
     calls: Vec<String>,
+    /// The JSON bodies of the calls, in order.
+    bodies: Vec<(String, Value)>,
     fail: VecDeque<u16>,
 }
 
@@ -445,6 +447,26 @@ impl LiveKitStub {
         lock(&self.state).calls.clone()
     }
 
+    /// The JSON bodies `method` was called with so far, as received.
+    pub fn bodies(&self, method: &str) -> Vec<Value> {
+        lock(&self.state)
+            .bodies
+            .iter()
+            .filter(|(m, _)| m == method)
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+
+    /// Adds an inbound trunk (as if made with the `lk` CLI or by an older
+    /// operator); returns its id.
+    pub fn add_trunk(&self, mut trunk: proto::SipInboundTrunkInfo) -> String {
+        let mut s = lock(&self.state);
+        s.next_id += 1;
+        trunk.sip_trunk_id = format!("ST_{:06}", s.next_id);
+        s.trunks.insert(trunk.sip_trunk_id.clone(), trunk.clone());
+        trunk.sip_trunk_id
+    }
+
     /// Deletes everything (as if removed with the `lk` CLI).
     pub fn wipe(&self) {
         let mut s = lock(&self.state);
@@ -478,6 +500,8 @@ async fn sip(
 ) -> Response {
     let mut s = lock(&state);
     s.calls.push(method.clone());
+    let received = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    s.bodies.push((method.clone(), received));
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -558,6 +582,48 @@ async fn sip(
                 .cloned()
                 .collect();
             twirp_ok(&proto::ListSipInboundTrunkResponse { items })
+        }
+        "UpdateSIPInboundTrunk" => {
+            let r: proto::UpdateSipInboundTrunkRequest = match decode(&body) {
+                Ok(r) => r,
+                Err(e) => return *e,
+            };
+            if r.sip_trunk_id.is_empty() {
+                return twirp_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_argument",
+                    "trunk id must be set",
+                );
+            }
+            let Some(proto::update_sip_inbound_trunk_request::Action::Replace(mut trunk)) =
+                r.action
+            else {
+                return twirp_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_argument",
+                    "replace is required",
+                );
+            };
+            if !trunk.sip_trunk_id.is_empty() && trunk.sip_trunk_id != r.sip_trunk_id {
+                return twirp_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_argument",
+                    "trunk id in the info must be empty or match the id in the update",
+                );
+            }
+            if trunk.numbers.is_empty() {
+                return twirp_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_argument",
+                    "numbers are required",
+                );
+            }
+            if !s.trunks.contains_key(&r.sip_trunk_id) {
+                return twirp_error(StatusCode::NOT_FOUND, "not_found", "trunk not found");
+            }
+            trunk.sip_trunk_id = r.sip_trunk_id.clone();
+            s.trunks.insert(r.sip_trunk_id, trunk.clone());
+            twirp_ok(&trunk)
         }
         "DeleteSIPTrunk" => {
             let r: proto::DeleteSipTrunkRequest = match decode(&body) {

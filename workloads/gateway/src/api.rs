@@ -35,7 +35,7 @@ use voice_agent_proto::{CreateSessionRequest, Stage, Transport};
 use crate::answers::{Answer, SessionRef};
 use crate::calls::{self, CallOutcome, NewCall};
 use crate::exporter::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Outcome, Route};
-use crate::livekit::{self, EventAction, RoomMetadata};
+use crate::livekit::{self, EventAction};
 use crate::media::{MEDIA_URL_PARAMETER, TOKEN_PARAMETER};
 use crate::{State, form, signature, twiml};
 
@@ -47,11 +47,6 @@ pub const STATUS_PATH: &str = "/twilio/status";
 pub const MEDIA_PATH: &str = "/twilio/media";
 /// Path of the LiveKit webhook.
 pub const LIVEKIT_PATH: &str = "/livekit/webhook";
-
-/// SIP header carrying the LiveKit room to Twilio's `<Dial><Sip>`.
-pub const SIP_HEADER_ROOM: &str = "X-VoiceAgent-Room";
-/// SIP header carrying the runtime session id.
-pub const SIP_HEADER_SESSION: &str = "X-VoiceAgent-Session";
 
 const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 
@@ -351,7 +346,7 @@ async fn answer_call(state: &Arc<State>, call_sid: &str, from: &str, to: &str) -
                 ],
             ))
         }
-        Transport::LiveKit => livekit_answer(state, &session, to).await,
+        Transport::LiveKit => livekit_answer(state, &session, to),
     };
     match twiml {
         Ok(twiml) => {
@@ -377,29 +372,17 @@ async fn answer_call(state: &Arc<State>, call_sid: &str, from: &str, to: &str) -
     }
 }
 
-/// Creates the session's LiveKit room, then the `<Dial><Sip>` into it.
-async fn livekit_answer(state: &State, session: &SessionRef, to: &str) -> Result<String, String> {
+/// The `<Dial><Sip>` to LiveKit SIP, carrying the session in signed
+/// `X-VoiceAgent-*` headers (see [`crate::livekit`]).
+fn livekit_answer(state: &State, session: &SessionRef, to: &str) -> Result<String, String> {
     let config = state.config();
-    let (Some(rooms), Some(settings)) =
-        (state.rooms(), config.component.telephony.livekit.as_ref())
-    else {
+    let Some(settings) = config.component.telephony.livekit.as_ref() else {
         return Err("LiveKit is not configured".to_owned());
     };
-    let room = livekit::room_name(&session.session_id);
-    let metadata = RoomMetadata::new(config.twilio_auth_token.expose(), session).to_json();
-    rooms
-        .create_room(&room, metadata)
-        .await
+    let headers = livekit::sip_headers(config.twilio_auth_token.expose(), session);
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let uri = twiml::sip_uri_with_headers(&settings.sip_uri, Some(to), &headers)
         .map_err(|e| e.to_string())?;
-    let uri = twiml::sip_uri_with_headers(
-        &settings.sip_uri,
-        Some(to),
-        &[
-            (SIP_HEADER_ROOM, &room),
-            (SIP_HEADER_SESSION, &session.session_id),
-        ],
-    )
-    .map_err(|e| e.to_string())?;
     Ok(twiml::dial_sip(&uri))
 }
 
@@ -539,33 +522,26 @@ async fn livekit_webhook(
         }
     };
     state.exporter().request(Route::LiveKitWebhook, Outcome::Ok);
-    if let EventAction::EndSession {
-        session_id,
-        room_metadata,
-    } = livekit::action(&event)
-    {
-        let key = state.config().twilio_auth_token.expose();
-        let media_url = state
-            .answers()
-            .session(&session_id)
-            .map(|s| s.media_url)
-            .or_else(|| {
-                room_metadata
-                    .and_then(|m| RoomMetadata::verified(&m, key))
-                    .filter(|m| m.session_id == session_id)
-                    .map(|m| m.media_url)
+    match livekit::action(&event, state.config().twilio_auth_token.expose()) {
+        EventAction::JoinRoom { session, room } => {
+            tracing::info!(session_id = %session.session_id, room, "caller in its LiveKit room; the runtime joins");
+            let state = Arc::clone(&state);
+            tokio::spawn(async move {
+                if let Err(error) = state
+                    .runtime()
+                    .join_room(&session.media_url, &session.session_id, &room)
+                    .await
+                {
+                    tracing::warn!(session_id = %session.session_id, %error, "the runtime could not join the room; ending the session");
+                    spawn_end_session(&state, session.media_url, session.session_id);
+                }
             });
-        match media_url {
-            Some(media_url) => {
-                tracing::info!(event = %event.event, session_id, "LiveKit room over; ending its session");
-                spawn_end_session(&state, media_url, session_id);
-            }
-            None => tracing::debug!(
-                event = %event.event,
-                session_id,
-                "LiveKit room over; its runtime pod is unknown"
-            ),
         }
+        EventAction::EndSession(session) => {
+            tracing::info!(session_id = %session.session_id, "caller left its LiveKit room; ending the session");
+            spawn_end_session(&state, session.media_url, session.session_id);
+        }
+        EventAction::Ignore => {}
     }
     StatusCode::OK.into_response()
 }

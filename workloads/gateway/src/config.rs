@@ -118,9 +118,6 @@ pub struct Config {
     /// (`VOICE_AGENT_GATEWAY_SESSION_TIMEOUT_MS`, default 1.5 s); a timeout,
     /// 503 or connection error is retried once.
     pub session_timeout: Duration,
-    /// Deadline of LiveKit's CreateRoom (`VOICE_AGENT_GATEWAY_LIVEKIT_TIMEOUT_MS`,
-    /// default 2 s).
-    pub livekit_timeout: Duration,
     /// Deadline of one Kubernetes write (`VOICE_AGENT_GATEWAY_KUBE_TIMEOUT_MS`,
     /// default 10 s); writes run in the background.
     pub kube_timeout: Duration,
@@ -203,7 +200,6 @@ impl Config {
             pod_name: "voice-agent-gateway".to_owned(),
             call_recording: CallRecording::Auto,
             session_timeout: Duration::from_millis(1500),
-            livekit_timeout: Duration::from_secs(2),
             kube_timeout: Duration::from_secs(10),
             replay_ttl: Duration::from_secs(15 * 60),
             replay_capacity: 10_000,
@@ -287,7 +283,6 @@ impl Config {
             };
         }
         c.session_timeout = env.millis("SESSION_TIMEOUT_MS", c.session_timeout, 1)?;
-        c.livekit_timeout = env.millis("LIVEKIT_TIMEOUT_MS", c.livekit_timeout, 1)?;
         c.kube_timeout = env.millis("KUBE_TIMEOUT_MS", c.kube_timeout, 1)?;
         c.replay_ttl = env.millis("REPLAY_TTL_MS", c.replay_ttl, 1)?;
         c.replay_capacity = env.count("REPLAY_CAPACITY", c.replay_capacity, 1)?;

@@ -18,8 +18,8 @@
 //!
 //! The modules hold the pure parts: [`signature`] (Twilio signatures, media
 //! tokens), [`twiml`], [`form`], [`answers`] (replay map), [`calls`] (Call
-//! recording), [`runtime`] (sessions client), [`livekit`] (rooms and
-//! webhooks), [`exporter`] (Prometheus).
+//! recording), [`runtime`] (sessions client), [`livekit`] (SIP
+//! headers and webhooks), [`exporter`] (Prometheus).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -50,7 +50,7 @@ pub use api::router;
 pub use calls::{CallRecorder, KubeCallRecorder, NoCluster};
 pub use config::{CallRecording, Config, ConfigError, LiveKitCredentials, PublicUrl, Secret};
 pub use exporter::{Exporter, Outcome, Route};
-pub use livekit::{LiveKitRooms, Rooms, Webhooks};
+pub use livekit::Webhooks;
 pub use media::{MEDIA_URL_PARAMETER, TOKEN_PARAMETER};
 pub use runtime::RuntimeClient;
 
@@ -80,7 +80,6 @@ pub struct State {
     exporter: Arc<Exporter>,
     runtime: RuntimeClient,
     recorder: Arc<dyn CallRecorder>,
-    rooms: Option<Arc<dyn Rooms>>,
     webhooks: Option<Webhooks>,
     answers: Answers,
     pusher: SamplePusher,
@@ -100,9 +99,9 @@ impl std::fmt::Debug for State {
 }
 
 impl State {
-    /// A state recording Calls through `recorder`. LiveKit rooms are
-    /// created at `telephony.livekit.url` when the transport is `livekit`;
-    /// samples go to `endpoints.metrics` when set. Must be called within a
+    /// A state recording Calls through `recorder`; LiveKit webhooks are
+    /// verified when LiveKit credentials are set; samples go to
+    /// `endpoints.metrics` when set. Must be called within a
     /// Tokio runtime (the sample pusher's task).
     pub fn new(config: Config, recorder: Arc<dyn CallRecorder>) -> Result<Self, Error> {
         // reqwest is built with rustls but no provider: pick ring, as every
@@ -113,21 +112,6 @@ impl State {
             .livekit
             .as_ref()
             .map(|lk| Webhooks::new(&lk.api_key, lk.api_secret.expose()));
-        let rooms: Option<Arc<dyn Rooms>> = match (
-            config.transport(),
-            config.livekit.as_ref(),
-            config.component.telephony.livekit.as_ref(),
-        ) {
-            (voice_agent_proto::Transport::LiveKit, Some(creds), Some(settings)) => {
-                Some(Arc::new(LiveKitRooms::new(
-                    &settings.url,
-                    &creds.api_key,
-                    creds.api_secret.expose(),
-                    config.livekit_timeout,
-                )))
-            }
-            _ => None,
-        };
         let pusher = SamplePusher::spawn(
             config.component.endpoints.metrics.clone(),
             SampleSource {
@@ -142,7 +126,6 @@ impl State {
             answers: Answers::new(config.replay_ttl, config.replay_capacity),
             runtime,
             recorder,
-            rooms,
             webhooks,
             pusher,
             ready: AtomicBool::new(false),
@@ -163,13 +146,6 @@ impl State {
         )
         .await;
         Self::new(config, recorder)
-    }
-
-    /// Replaces the LiveKit room client (tests, embedders).
-    #[must_use]
-    pub fn with_rooms(mut self, rooms: Arc<dyn Rooms>) -> Self {
-        self.rooms = Some(rooms);
-        self
     }
 
     /// The configuration.
@@ -199,10 +175,6 @@ impl State {
     /// The answers of recent calls.
     pub fn answers(&self) -> &Answers {
         &self.answers
-    }
-
-    pub(crate) fn rooms(&self) -> Option<&dyn Rooms> {
-        self.rooms.as_deref()
     }
 
     pub(crate) fn webhooks(&self) -> Option<&Webhooks> {

@@ -1,150 +1,66 @@
-//! LiveKit: the call's room (created through RoomService before Twilio
-//! dials LiveKit SIP) and the webhook events that end sessions.
+//! LiveKit: which runtime session a SIP caller's room belongs to, and the
+//! webhook events that start and end the agent's part in it.
 //!
-//! The room of a session is named [`room_name`] (`call-{sessionId}`). Its
-//! metadata carries the session id, the runtime media URL and the media
-//! token ([`RoomMetadata`]), so that any gateway replica receiving
-//! `room_finished` can find the runtime pod that holds the session, and
-//! cannot be pointed anywhere else.
+//! LiveKit's dispatch rule (provisioned by the PhoneNumber controller) puts
+//! every inbound SIP call into a new room of its own; its name is LiveKit's
+//! choice, so the gateway cannot point a call at a room made in advance.
+//! Instead the session travels in the SIP INVITE: `<Dial><Sip>` carries the
+//! session id, the runtime media URL and the gateway's signature over both
+//! as `X-VoiceAgent-*` headers ([`voice_agent_proto::livekit::HEADERS`]),
+//! the inbound trunk maps them onto the SIP participant's attributes, and
+//! LiveKit's `participant_joined` webhook hands them back with the room's
+//! name. The gateway then asks the runtime pod to join that room
+//! ([`EventAction::JoinRoom`]); `participant_left` ends the session. Any
+//! replica can act on either event, and the signature keeps a participant's
+//! attributes from pointing the gateway anywhere else.
 
-use std::fmt;
-use std::time::Duration;
-
-use futures::future::BoxFuture;
 use livekit_api::access_token::TokenVerifier;
-use livekit_api::services::room::{CreateRoomOptions, RoomClient};
 use livekit_api::webhooks::{WebhookError, WebhookReceiver};
-use livekit_protocol::WebhookEvent;
 use livekit_protocol::participant_info::Kind as ParticipantKind;
-use serde::{Deserialize, Serialize};
-use thiserror::Error;
+use livekit_protocol::{ParticipantInfo, WebhookEvent};
+use voice_agent_proto::livekit::{MEDIA_URL_ATTRIBUTE, SESSION_ATTRIBUTE, TOKEN_ATTRIBUTE};
 
 use crate::answers::SessionRef;
 use crate::runtime::is_session_id;
 use crate::signature;
 
-/// Prefix of the room names of calls.
-pub const ROOM_PREFIX: &str = "call-";
-/// Seconds an empty room waits for its first participant (the SIP caller).
-pub const EMPTY_TIMEOUT_SECONDS: u32 = 120;
-/// Seconds a room stays after its last participant left.
-pub const DEPARTURE_TIMEOUT_SECONDS: u32 = 10;
+/// Longest room name accepted from an event (LiveKit's own limit is lower).
+const MAX_ROOM_NAME: usize = 256;
 
-/// The room of `session_id`.
-pub fn room_name(session_id: &str) -> String {
-    format!("{ROOM_PREFIX}{session_id}")
+/// The SIP headers for `session`'s `<Dial><Sip>`, signed with `key`.
+pub fn sip_headers(key: &str, session: &SessionRef) -> [(&'static str, String); 3] {
+    use voice_agent_proto::livekit::{MEDIA_URL_HEADER, SESSION_HEADER, TOKEN_HEADER};
+    [
+        (SESSION_HEADER, session.session_id.clone()),
+        (MEDIA_URL_HEADER, session.media_url.clone()),
+        (
+            TOKEN_HEADER,
+            signature::media_token(key, &session.session_id, &session.media_url),
+        ),
+    ]
 }
 
-/// The session id in a room name made by [`room_name`].
-pub fn session_id_from_room(room: &str) -> Option<&str> {
-    room.strip_prefix(ROOM_PREFIX)
-        .filter(|id| is_session_id(id))
+/// The session a SIP participant carries in its attributes, if the
+/// gateway's signature (with `key`) vouches for it.
+pub fn participant_session(participant: &ParticipantInfo, key: &str) -> Option<CallSession> {
+    let attr = |name: &str| participant.attributes.get(name).map(String::as_str);
+    let session_id = attr(SESSION_ATTRIBUTE)?;
+    let media_url = attr(MEDIA_URL_ATTRIBUTE)?;
+    let token = attr(TOKEN_ATTRIBUTE)?;
+    (is_session_id(session_id) && signature::verify_media_token(key, session_id, media_url, token))
+        .then(|| CallSession {
+            session_id: session_id.to_owned(),
+            media_url: media_url.to_owned(),
+        })
 }
 
-/// The metadata of a call's room.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RoomMetadata {
+/// A runtime session named by a SIP participant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallSession {
     /// The runtime session.
     pub session_id: String,
-    /// The session's media URL (names the runtime pod).
+    /// Its media URL (names the runtime pod).
     pub media_url: String,
-    /// [`signature::media_token`] of the two.
-    pub token: String,
-}
-
-impl RoomMetadata {
-    /// The metadata of `session`, signed with `key`.
-    pub fn new(key: &str, session: &SessionRef) -> Self {
-        RoomMetadata {
-            session_id: session.session_id.clone(),
-            media_url: session.media_url.clone(),
-            token: signature::media_token(key, &session.session_id, &session.media_url),
-        }
-    }
-
-    /// The metadata in `json`, if it parses and its token verifies with
-    /// `key`.
-    pub fn verified(json: &str, key: &str) -> Option<Self> {
-        let meta: RoomMetadata = serde_json::from_str(json).ok()?;
-        signature::verify_media_token(key, &meta.session_id, &meta.media_url, &meta.token)
-            .then_some(meta)
-    }
-
-    /// The metadata as the room's metadata string.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
-}
-
-/// A failed LiveKit API call.
-#[derive(Debug, Error)]
-pub enum LiveKitError {
-    /// The service refused or failed.
-    #[error("livekit: {0}")]
-    Service(String),
-    /// No answer in time.
-    #[error("livekit did not answer within {0:?}")]
-    Timeout(Duration),
-}
-
-/// Creates rooms.
-pub trait Rooms: Send + Sync + fmt::Debug {
-    /// Creates room `name` with `metadata` (an existing room is reused by
-    /// LiveKit, which makes replays harmless).
-    fn create_room<'a>(
-        &'a self,
-        name: &'a str,
-        metadata: String,
-    ) -> BoxFuture<'a, Result<(), LiveKitError>>;
-}
-
-/// LiveKit's RoomService over Twirp, authenticated with a short-lived token
-/// carrying the `roomCreate` grant.
-pub struct LiveKitRooms {
-    client: RoomClient,
-    timeout: Duration,
-}
-
-impl fmt::Debug for LiveKitRooms {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LiveKitRooms").finish_non_exhaustive()
-    }
-}
-
-impl LiveKitRooms {
-    /// A client of the LiveKit server at `url` (`wss://`, `https://`, ...).
-    pub fn new(url: &str, api_key: &str, api_secret: &str, timeout: Duration) -> Self {
-        LiveKitRooms {
-            client: RoomClient::with_api_key(url, api_key, api_secret)
-                .with_request_timeout(timeout),
-            timeout,
-        }
-    }
-}
-
-impl Rooms for LiveKitRooms {
-    fn create_room<'a>(
-        &'a self,
-        name: &'a str,
-        metadata: String,
-    ) -> BoxFuture<'a, Result<(), LiveKitError>> {
-        Box::pin(async move {
-            let options = CreateRoomOptions {
-                empty_timeout: EMPTY_TIMEOUT_SECONDS,
-                departure_timeout: DEPARTURE_TIMEOUT_SECONDS,
-                metadata,
-                ..CreateRoomOptions::default()
-            };
-            // The client's own timeout is per attempt; this bounds the whole
-            // call, region failover included.
-            match tokio::time::timeout(self.timeout, self.client.create_room(name, options)).await {
-                Err(_) => Err(LiveKitError::Timeout(self.timeout)),
-                Ok(Err(e)) => Err(LiveKitError::Service(e.to_string())),
-                Ok(Ok(_room)) => Ok(()),
-            }
-        })
-    }
 }
 
 /// Verifies LiveKit's webhook requests: an HS256 JWT signed with the API
@@ -178,116 +94,166 @@ impl Webhooks {
 /// What a webhook event asks of the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventAction {
-    /// End the session of a call's room.
-    EndSession {
-        /// From the room name.
-        session_id: String,
-        /// The room's metadata, when present (verified by the caller).
-        room_metadata: Option<String>,
+    /// The caller is in `room`: the session's runtime pod joins it.
+    JoinRoom {
+        /// The session the caller's SIP INVITE named.
+        session: CallSession,
+        /// The room LiveKit put the caller in.
+        room: String,
     },
+    /// The caller left: end the session.
+    EndSession(CallSession),
     /// Nothing to do.
     Ignore,
 }
 
-/// The action for `event`: the room of a call finished, or its SIP
-/// participant (the caller) left.
-pub fn action(event: &WebhookEvent) -> EventAction {
-    let ends = match event.event.as_str() {
-        "room_finished" => true,
-        "participant_left" => event
-            .participant
-            .as_ref()
-            .is_some_and(|p| p.kind() == ParticipantKind::Sip),
-        _ => false,
-    };
-    let Some(room) = event.room.as_ref().filter(|_| ends) else {
+/// The action for `event`, whose participant attributes are checked with
+/// `key` (the Twilio auth token the gateway signs its headers with). Only
+/// SIP participants count: the agent joining or leaving is the runtime's
+/// own doing. `room_finished` needs nothing: its SIP participant has left
+/// (and said so) first, and the runtime sees the room close.
+pub fn action(event: &WebhookEvent, key: &str) -> EventAction {
+    let Some(participant) = event
+        .participant
+        .as_ref()
+        .filter(|p| p.kind() == ParticipantKind::Sip)
+    else {
         return EventAction::Ignore;
     };
-    match session_id_from_room(&room.name) {
-        Some(id) => EventAction::EndSession {
-            session_id: id.to_owned(),
-            room_metadata: Some(room.metadata.clone()).filter(|m| !m.is_empty()),
+    let Some(session) = participant_session(participant, key) else {
+        return EventAction::Ignore;
+    };
+    match event.event.as_str() {
+        "participant_joined" => match event.room.as_ref().map(|r| r.name.as_str()) {
+            Some(room)
+                if !room.is_empty()
+                    && room.len() <= MAX_ROOM_NAME
+                    && !room.chars().any(char::is_control) =>
+            {
+                EventAction::JoinRoom {
+                    session,
+                    room: room.to_owned(),
+                }
+            }
+            _ => EventAction::Ignore,
         },
-        None => EventAction::Ignore,
+        "participant_left" => EventAction::EndSession(session),
+        _ => EventAction::Ignore,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use livekit_protocol::{ParticipantInfo, Room};
+    use livekit_protocol::Room;
 
-    fn event(kind: &str, room: &str, participant: Option<ParticipantKind>) -> WebhookEvent {
+    const KEY: &str = "twilio-auth-token";
+
+    fn session() -> SessionRef {
+        SessionRef {
+            session_id: "s-1".to_owned(),
+            media_url: "ws://10.0.0.7:8080/api/sessions/s-1/media".to_owned(),
+            pod: "rt-0".to_owned(),
+        }
+    }
+
+    fn sip_participant(key: &str) -> ParticipantInfo {
+        let headers = sip_headers(key, &session());
+        let attributes = voice_agent_proto::livekit::HEADERS
+            .iter()
+            .zip(headers)
+            .map(|((_, attribute), (_, value))| ((*attribute).to_owned(), value))
+            .collect();
+        ParticipantInfo {
+            identity: "sip_+15551230142".to_owned(),
+            kind: ParticipantKind::Sip as i32,
+            attributes,
+            ..ParticipantInfo::default()
+        }
+    }
+
+    fn event(kind: &str, room: &str, participant: Option<ParticipantInfo>) -> WebhookEvent {
         WebhookEvent {
             event: kind.to_owned(),
             room: Some(Room {
                 name: room.to_owned(),
-                metadata: "{}".to_owned(),
                 ..Room::default()
             }),
-            participant: participant.map(|k| ParticipantInfo {
-                kind: k as i32,
-                ..ParticipantInfo::default()
-            }),
+            participant,
             ..WebhookEvent::default()
         }
     }
 
     #[test]
-    fn room_names_round_trip() {
-        assert_eq!(room_name("s-1"), "call-s-1");
-        assert_eq!(session_id_from_room("call-s-1"), Some("s-1"));
-        assert_eq!(session_id_from_room("lobby"), None);
-        assert_eq!(session_id_from_room("call-"), None);
-        assert_eq!(session_id_from_room("call-a/b"), None);
+    fn headers_are_named_as_the_trunk_maps_them() {
+        let headers = sip_headers(KEY, &session());
+        let names: Vec<&str> = headers.iter().map(|(n, _)| *n).collect();
+        let mapped: Vec<&str> = voice_agent_proto::livekit::HEADERS
+            .iter()
+            .map(|(h, _)| *h)
+            .collect();
+        assert_eq!(names, mapped);
+        assert_eq!(headers[0].1, "s-1");
     }
 
     #[test]
     fn actions() {
-        let end = EventAction::EndSession {
+        let call = CallSession {
             session_id: "s-1".to_owned(),
-            room_metadata: Some("{}".to_owned()),
+            media_url: session().media_url,
         };
-        assert_eq!(action(&event("room_finished", "call-s-1", None)), end);
         assert_eq!(
-            action(&event(
-                "participant_left",
-                "call-s-1",
-                Some(ParticipantKind::Sip)
-            )),
-            end
+            action(
+                &event(
+                    "participant_joined",
+                    "front-desk-_+1555_x7Yz",
+                    Some(sip_participant(KEY))
+                ),
+                KEY
+            ),
+            EventAction::JoinRoom {
+                session: call.clone(),
+                room: "front-desk-_+1555_x7Yz".to_owned()
+            }
         );
         assert_eq!(
-            action(&event(
-                "participant_left",
-                "call-s-1",
-                Some(ParticipantKind::Agent)
-            )),
-            EventAction::Ignore
+            action(
+                &event("participant_left", "r", Some(sip_participant(KEY))),
+                KEY
+            ),
+            EventAction::EndSession(call)
         );
-        assert_eq!(
-            action(&event("room_started", "call-s-1", None)),
-            EventAction::Ignore
-        );
-        assert_eq!(
-            action(&event("room_finished", "other", None)),
-            EventAction::Ignore
-        );
+        let mut agent = sip_participant(KEY);
+        agent.kind = ParticipantKind::Agent as i32;
+        for (kind, room, participant) in [
+            ("participant_joined", "r", Some(agent)),
+            ("participant_joined", "r", None),
+            ("participant_joined", "", Some(sip_participant(KEY))),
+            ("participant_joined", "a\nb", Some(sip_participant(KEY))),
+            ("room_finished", "r", None),
+            ("room_started", "r", Some(sip_participant(KEY))),
+            // Signed with another key: not ours.
+            ("participant_joined", "r", Some(sip_participant("other"))),
+        ] {
+            assert_eq!(
+                action(&event(kind, room, participant), KEY),
+                EventAction::Ignore,
+                "{kind} {room:?}"
+            );
+        }
     }
 
     #[test]
-    fn metadata_is_signed() {
-        let session = SessionRef {
-            session_id: "s-1".to_owned(),
-            media_url: "ws://10.0.0.7:8080/api/sessions/s-1/media".to_owned(),
-            pod: "rt-0".to_owned(),
-        };
-        let json = RoomMetadata::new("key", &session).to_json();
-        let meta = RoomMetadata::verified(&json, "key").expect("verifies");
-        assert_eq!(meta.media_url, session.media_url);
-        assert!(RoomMetadata::verified(&json, "other").is_none());
-        let forged = json.replace("10.0.0.7", "169.254.169.254");
-        assert!(RoomMetadata::verified(&forged, "key").is_none());
-        assert!(RoomMetadata::verified("not json", "key").is_none());
+    fn forged_attributes_are_ignored() {
+        let mut p = sip_participant(KEY);
+        p.attributes.insert(
+            MEDIA_URL_ATTRIBUTE.to_owned(),
+            "ws://169.254.169.254/api/sessions/s-1/media".to_owned(),
+        );
+        assert_eq!(participant_session(&p, KEY), None);
+        let mut p = sip_participant(KEY);
+        p.attributes.remove(TOKEN_ATTRIBUTE);
+        assert_eq!(participant_session(&p, KEY), None);
+        assert!(participant_session(&sip_participant(KEY), KEY).is_some());
     }
 }

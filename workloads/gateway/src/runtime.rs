@@ -131,6 +131,33 @@ impl RuntimeClient {
     }
 }
 
+impl RuntimeClient {
+    /// Asks the pod whose media URL is `media_url` to join LiveKit `room`
+    /// for `session_id` (`POST /api/sessions/{id}/livekit`).
+    pub async fn join_room(
+        &self,
+        media_url: &str,
+        session_id: &str,
+        room: &str,
+    ) -> Result<(), SessionError> {
+        let base = pod_base_url(media_url)
+            .ok_or_else(|| SessionError::Refused(format!("bad media URL {media_url:?}")))?;
+        let url = format!("{base}/api/sessions/{}/livekit", path_segment(session_id));
+        let body = voice_agent_proto::JoinRoomRequest {
+            room: room.to_owned(),
+        };
+        let response = tokio::time::timeout(self.timeout, self.http.post(&url).json(&body).send())
+            .await
+            .map_err(|_| SessionError::Timeout(self.timeout))?
+            .map_err(|e| SessionError::Unreachable(e.to_string()))?;
+        match response.status() {
+            s if s.is_success() => Ok(()),
+            StatusCode::SERVICE_UNAVAILABLE => Err(SessionError::NoCapacity),
+            s => Err(SessionError::Refused(s.to_string())),
+        }
+    }
+}
+
 /// Refuses session answers the gateway must not pass on: an empty or odd
 /// session id, or a media URL that is not `ws(s)://`.
 fn validate(session: &CreateSessionResponse) -> Result<(), SessionError> {

@@ -1,114 +1,81 @@
-//! The LiveKit side over real HTTP: RoomService.CreateRoom against a Twirp
-//! stub that checks the bearer JWT, and signed webhooks that end sessions.
+//! The LiveKit side over real HTTP: `<Dial><Sip>` carrying the session in
+//! signed SIP headers, and signed webhooks whose SIP participant (with those
+//! headers as attributes, as the PhoneNumber's trunk maps them) has the
+//! runtime join the caller's room or end the session.
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use common::*;
-use livekit_api::access_token::{AccessToken, TokenVerifier};
+use livekit_api::access_token::AccessToken;
 use livekit_protocol::participant_info::Kind;
-use livekit_protocol::{CreateRoomRequest, ParticipantInfo, Room, WebhookEvent};
-use prost::Message as _;
+use livekit_protocol::{ParticipantInfo, Room, WebhookEvent};
 use sha2::{Digest, Sha256};
-use tokio::net::TcpListener;
-use voice_agent_gateway::livekit::RoomMetadata;
-use voice_agent_gateway::{NoCluster, SessionRef};
+use voice_agent_gateway::{NoCluster, signature};
 use voice_agent_proto::Transport;
+use voice_agent_proto::livekit::HEADERS;
 
-/// A LiveKit server stub: `POST /twirp/livekit.RoomService/CreateRoom`.
-struct LiveKit {
-    url: String,
-    rooms: Arc<Mutex<Vec<CreateRoomRequest>>>,
-}
-
-impl LiveKit {
-    /// Verifies bearer tokens with `secret` (the gateway's is
-    /// [`LIVEKIT_SECRET`]).
-    async fn start(secret: &'static str) -> LiveKit {
-        let rooms = Arc::new(Mutex::new(Vec::new()));
-        let recorded = Arc::clone(&rooms);
-        let app = axum::Router::new().route(
-            "/twirp/livekit.RoomService/CreateRoom",
-            post(move |headers: HeaderMap, body: Bytes| {
-                let recorded = Arc::clone(&recorded);
-                async move { create_room(&headers, &body, secret, &recorded) }
-            }),
-        );
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        LiveKit {
-            url: format!("http://{addr}"),
-            rooms,
-        }
-    }
-
-    fn rooms(&self) -> Vec<CreateRoomRequest> {
-        self.rooms.lock().expect("lock").clone()
-    }
-}
-
-fn twirp_error(status: StatusCode, code: &str, msg: &str) -> Response {
-    (
-        status,
-        [("content-type", "application/json")],
-        serde_json::json!({"code": code, "msg": msg}).to_string(),
-    )
-        .into_response()
-}
-
-fn create_room(
-    headers: &HeaderMap,
-    body: &[u8],
-    secret: &str,
-    recorded: &Mutex<Vec<CreateRoomRequest>>,
-) -> Response {
-    let Some(token) = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return twirp_error(StatusCode::UNAUTHORIZED, "unauthenticated", "no bearer");
-    };
-    let claims = match TokenVerifier::with_api_key(LIVEKIT_KEY, secret).verify(token) {
-        Ok(claims) => claims,
-        Err(_) => return twirp_error(StatusCode::UNAUTHORIZED, "unauthenticated", "bad token"),
-    };
-    if !claims.video.room_create {
-        return twirp_error(StatusCode::FORBIDDEN, "permission_denied", "no roomCreate");
-    }
-    if headers.get("content-type").and_then(|v| v.to_str().ok()) != Some("application/protobuf") {
-        return twirp_error(StatusCode::BAD_REQUEST, "malformed", "not protobuf");
-    }
-    let Ok(request) = CreateRoomRequest::decode(body) else {
-        return twirp_error(StatusCode::BAD_REQUEST, "malformed", "bad body");
-    };
-    let room = Room {
-        sid: "RM_test".into(),
-        name: request.name.clone(),
-        metadata: request.metadata.clone(),
-        empty_timeout: request.empty_timeout,
-        ..Room::default()
-    };
-    recorded.lock().expect("lock").push(request);
-    (
-        [("content-type", "application/protobuf")],
-        room.encode_to_vec(),
-    )
-        .into_response()
-}
-
-fn options(runtime: &Runtime, livekit: Option<&LiveKit>) -> Options {
+/// The gateway reads nothing from the LiveKit server itself (rooms are the
+/// dispatch rule's), so the URL only selects the `livekit` transport.
+fn options(runtime: &Runtime, livekit: bool) -> Options {
     Options {
         runtime_url: runtime.url(),
-        livekit_url: livekit.map(|l| l.url.clone()),
+        livekit_url: livekit.then(|| "https://lk.example.test".to_owned()),
         bound_numbers: vec![AGENT_NUMBER.to_owned()],
+    }
+}
+
+/// The SIP headers in a `<Dial><Sip>` TwiML, decoded.
+fn sip_headers(twiml: &str) -> HashMap<String, String> {
+    let start = twiml.find("<Sip>").expect("<Sip>") + "<Sip>".len();
+    let end = twiml.find("</Sip>").expect("</Sip>");
+    let uri = unescape(&twiml[start..end]);
+    let (_, query) = uri.split_once('?').expect("headers");
+    query
+        .split('&')
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').expect("k=v");
+            (k.to_owned(), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("hex");
+            out.push(u8::from_str_radix(hex, 16).expect("hex"));
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).expect("utf-8")
+}
+
+/// The SIP participant LiveKit reports for an INVITE with `headers`: the
+/// trunk's `headers_to_attributes` turns them into attributes.
+fn sip_participant(headers: &HashMap<String, String>) -> ParticipantInfo {
+    let attributes = HEADERS
+        .iter()
+        .filter_map(|(header, attribute)| {
+            headers
+                .get(*header)
+                .map(|v| ((*attribute).to_owned(), v.clone()))
+        })
+        .collect();
+    ParticipantInfo {
+        identity: "sip_+15551230142".into(),
+        kind: Kind::Sip as i32,
+        attributes,
+        ..ParticipantInfo::default()
     }
 }
 
@@ -123,7 +90,7 @@ fn signed(event: &WebhookEvent, key: &str, secret: &str) -> (String, String) {
     (body, jwt)
 }
 
-fn event(kind: &str, room: &str, metadata: &str, participant: Option<Kind>) -> WebhookEvent {
+fn event(kind: &str, room: &str, participant: Option<ParticipantInfo>) -> WebhookEvent {
     WebhookEvent {
         event: kind.into(),
         id: "EV_1".into(),
@@ -131,14 +98,9 @@ fn event(kind: &str, room: &str, metadata: &str, participant: Option<Kind>) -> W
         room: Some(Room {
             sid: "RM_test".into(),
             name: room.into(),
-            metadata: metadata.into(),
             ..Room::default()
         }),
-        participant: participant.map(|k| ParticipantInfo {
-            identity: "sip_+15551230142".into(),
-            kind: k as i32,
-            ..ParticipantInfo::default()
-        }),
+        participant,
         ..WebhookEvent::default()
     }
 }
@@ -159,12 +121,14 @@ async fn post_webhook(
     request.send().await.expect("send")
 }
 
+/// The room LiveKit's Individual dispatch rule makes for a caller.
+const ROOM: &str = "front-desk-_+15551230142_Xa8kPq2";
+
 #[tokio::test]
-async fn the_livekit_transport_creates_the_room_and_dials_sip() {
+async fn the_livekit_transport_dials_sip_with_the_session_in_signed_headers() {
     let runtime = Runtime::start(Sessions::Accept).await;
-    let livekit = LiveKit::start(LIVEKIT_SECRET).await;
     let gateway = Gateway::start(
-        options(&runtime, Some(&livekit)),
+        options(&runtime, true),
         Arc::new(NoCluster::default()),
         |_| {},
     )
@@ -173,25 +137,23 @@ async fn the_livekit_transport_creates_the_room_and_dials_sip() {
     assert_eq!(response.status(), 200);
     let twiml = response.text().await.expect("body");
     assert!(
-        twiml.ends_with(
-            "<Response><Dial><Sip>sip:+15559870000@abc.sip.livekit.cloud\
-             ?X-VoiceAgent-Room=call-s-1&amp;X-VoiceAgent-Session=s-1</Sip></Dial></Response>"
-        ),
+        twiml.contains("<Response><Dial><Sip>sip:+15559870000@abc.sip.livekit.cloud?"),
         "{twiml}"
     );
+    let headers = sip_headers(&twiml);
+    let media_url = format!("ws://{}/api/sessions/s-1/media", runtime.addr);
+    assert_eq!(headers["X-VoiceAgent-Session"], "s-1");
+    assert_eq!(headers["X-VoiceAgent-Media"], media_url);
+    assert!(signature::verify_media_token(
+        AUTH_TOKEN,
+        "s-1",
+        &media_url,
+        &headers["X-VoiceAgent-Token"]
+    ));
     let sessions = runtime.sessions();
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0].transport, Transport::LiveKit);
-    let rooms = livekit.rooms();
-    assert_eq!(rooms.len(), 1);
-    assert_eq!(rooms[0].name, "call-s-1");
-    let meta = RoomMetadata::verified(&rooms[0].metadata, AUTH_TOKEN).expect("signed metadata");
-    assert_eq!(meta.session_id, "s-1");
-    assert_eq!(
-        meta.media_url,
-        format!("ws://{}/api/sessions/s-1/media", runtime.addr)
-    );
-    // A replay creates no second room.
+    // A replay answers the same, with no second session.
     assert_eq!(
         gateway
             .voice(&call_sid(1))
@@ -201,40 +163,74 @@ async fn the_livekit_transport_creates_the_room_and_dials_sip() {
             .expect("body"),
         twiml
     );
-    assert_eq!(livekit.rooms().len(), 1);
+    assert_eq!(runtime.sessions().len(), 1);
+    assert!(runtime.joins().is_empty(), "nobody joins before the caller");
+}
 
-    // LiveKit reports the caller gone: the session ends (known locally).
+#[tokio::test]
+async fn the_callers_room_is_joined_on_participant_joined_and_left_ends_it_on_any_replica() {
+    let runtime = Runtime::start(Sessions::Accept).await;
+    let gateway = Gateway::start(
+        options(&runtime, true),
+        Arc::new(NoCluster::default()),
+        |_| {},
+    )
+    .await;
+    let twiml = gateway
+        .voice(&call_sid(1))
+        .await
+        .text()
+        .await
+        .expect("body");
+    let caller = sip_participant(&sip_headers(&twiml));
+    // Another replica gets the webhooks: it needs nothing but the event.
+    let replica = Gateway::start(
+        options(&runtime, true),
+        Arc::new(NoCluster::default()),
+        |_| {},
+    )
+    .await;
     let (body, jwt) = signed(
-        &event(
-            "participant_left",
-            "call-s-1",
-            &rooms[0].metadata,
-            Some(Kind::Sip),
-        ),
+        &event("participant_joined", ROOM, Some(caller.clone())),
+        LIVEKIT_KEY,
+        LIVEKIT_SECRET,
+    );
+    let response = post_webhook(&replica, &body, Some(&format!("Bearer {jwt}"))).await;
+    assert_eq!(response.status(), 200);
+    let joins = eventually(|| {
+        let j = runtime.joins();
+        (!j.is_empty()).then_some(j)
+    })
+    .await;
+    assert_eq!(joins, [("s-1".to_owned(), ROOM.to_owned())]);
+
+    let (body, jwt) = signed(
+        &event("participant_left", ROOM, Some(caller)),
         LIVEKIT_KEY,
         LIVEKIT_SECRET,
     );
     assert_eq!(
-        post_webhook(&gateway, &body, Some(&jwt)).await.status(),
+        post_webhook(&replica, &body, Some(&jwt)).await.status(),
         200
     );
     assert_eq!(runtime.wait_deletes(1).await, ["s-1"]);
 }
 
 #[tokio::test]
-async fn a_refused_room_apologises_and_ends_the_session() {
+async fn without_a_livekit_block_the_caller_hears_an_apology_and_the_session_ends() {
     let runtime = Runtime::start(Sessions::Accept).await;
-    // The stub knows another secret: every CreateRoom is unauthenticated.
-    let livekit = LiveKit::start("some-other-secret-entirely").await;
     let (fake, recorder) = kube().await;
-    let gateway = Gateway::start(options(&runtime, Some(&livekit)), recorder, |_| {}).await;
+    // Transport livekit, but the gateway's config has no SIP URI to dial.
+    let gateway = Gateway::start(options(&runtime, true), recorder, |c| {
+        c.component.telephony.livekit = None;
+    })
+    .await;
     let sid = call_sid(2);
     let twiml = gateway.voice(&sid).await.text().await.expect("body");
     assert!(
         twiml.contains("<Say>") && twiml.ends_with("<Hangup/></Response>"),
         "{twiml}"
     );
-    assert!(livekit.rooms().is_empty());
     assert_eq!(runtime.wait_deletes(1).await, ["s-1"]);
     let call = eventually(|| {
         fake.get("calls", Some(NAMESPACE), &sid.to_ascii_lowercase())
@@ -246,58 +242,32 @@ async fn a_refused_room_apologises_and_ends_the_session() {
 }
 
 #[tokio::test]
-async fn room_finished_on_another_replica_ends_the_session_from_room_metadata() {
+async fn unauthentic_webhooks_are_401_and_forged_participants_do_nothing() {
     let runtime = Runtime::start(Sessions::Accept).await;
     let gateway = Gateway::start(
-        options(&runtime, None),
-        Arc::new(NoCluster::default()),
-        |_| {},
-    )
-    .await;
-    let media_url = format!("ws://{}/api/sessions/s-7/media", runtime.addr);
-    let metadata = RoomMetadata::new(
-        AUTH_TOKEN,
-        &SessionRef {
-            session_id: "s-7".into(),
-            media_url,
-            pod: "support-runtime-0".into(),
-        },
-    )
-    .to_json();
-    let (body, jwt) = signed(
-        &event("room_finished", "call-s-7", &metadata, None),
-        LIVEKIT_KEY,
-        LIVEKIT_SECRET,
-    );
-    let response = post_webhook(&gateway, &body, Some(&format!("Bearer {jwt}"))).await;
-    assert_eq!(response.status(), 200);
-    assert_eq!(runtime.wait_deletes(1).await, ["s-7"]);
-}
-
-#[tokio::test]
-async fn unauthentic_webhooks_are_401_and_do_nothing() {
-    let runtime = Runtime::start(Sessions::Accept).await;
-    let gateway = Gateway::start(
-        options(&runtime, None),
+        options(&runtime, true),
         Arc::new(NoCluster::default()),
         |_| {},
     )
     .await;
     let media_url = format!("ws://{}/api/sessions/s-8/media", runtime.addr);
-    let metadata = RoomMetadata::new(
-        AUTH_TOKEN,
-        &SessionRef {
-            session_id: "s-8".into(),
-            media_url,
-            pod: "support-runtime-0".into(),
-        },
-    )
-    .to_json();
-    let finished = event("room_finished", "call-s-8", &metadata, None);
-    let (body, good_jwt) = signed(&finished, LIVEKIT_KEY, LIVEKIT_SECRET);
-    let (_, wrong_secret) = signed(&finished, LIVEKIT_KEY, "not-the-livekit-secret-at-all");
-    let (_, wrong_issuer) = signed(&finished, "APIotherkey", LIVEKIT_SECRET);
-    let tampered = body.replace("call-s-8", "call-s-9");
+    let headers: HashMap<String, String> = [
+        ("X-VoiceAgent-Session", "s-8".to_owned()),
+        ("X-VoiceAgent-Media", media_url.clone()),
+        (
+            "X-VoiceAgent-Token",
+            signature::media_token(AUTH_TOKEN, "s-8", &media_url),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let caller = sip_participant(&headers);
+    let joined = event("participant_joined", ROOM, Some(caller.clone()));
+    let (body, good_jwt) = signed(&joined, LIVEKIT_KEY, LIVEKIT_SECRET);
+    let (_, wrong_secret) = signed(&joined, LIVEKIT_KEY, "not-the-livekit-secret-at-all");
+    let (_, wrong_issuer) = signed(&joined, "APIotherkey", LIVEKIT_SECRET);
+    let tampered = body.replace("front-desk-", "other-desk-");
     for (body, auth) in [
         (body.as_str(), Some(wrong_secret.as_str())),
         (body.as_str(), Some(wrong_issuer.as_str())),
@@ -310,19 +280,23 @@ async fn unauthentic_webhooks_are_401_and_do_nothing() {
         let error: serde_json::Value = response.json().await.expect("json");
         assert_eq!(error["error"]["code"], "unauthenticated");
     }
-    // Authentic, but a forged room metadata cannot redirect the DELETE,
-    // and events that do not end a call do nothing.
-    let forged = metadata.replace(&runtime.addr.to_string(), "169.254.169.254:80");
+    // Authentic events, but a forged media URL cannot redirect the runtime
+    // calls, a participant that is not the SIP caller does not count, and
+    // other events do nothing.
+    let mut forged = caller.clone();
+    forged.attributes.insert(
+        "voiceagent.io/media-url".into(),
+        "ws://169.254.169.254:80/api/sessions/s-8/media".into(),
+    );
+    let mut agent = caller.clone();
+    agent.kind = Kind::Agent as i32;
     for event in [
-        event("room_finished", "call-s-8", &forged, None),
-        event(
-            "participant_left",
-            "call-s-8",
-            &metadata,
-            Some(Kind::Standard),
-        ),
-        event("room_started", "call-s-8", &metadata, None),
-        event("room_finished", "lobby", &metadata, None),
+        event("participant_joined", ROOM, Some(forged.clone())),
+        event("participant_left", ROOM, Some(forged)),
+        event("participant_joined", ROOM, Some(agent.clone())),
+        event("participant_left", ROOM, Some(agent)),
+        event("room_started", ROOM, None),
+        event("room_finished", ROOM, None),
     ] {
         let (body, jwt) = signed(&event, LIVEKIT_KEY, LIVEKIT_SECRET);
         assert_eq!(
@@ -332,4 +306,5 @@ async fn unauthentic_webhooks_are_401_and_do_nothing() {
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(runtime.deletes().is_empty());
+    assert!(runtime.joins().is_empty());
 }

@@ -10,6 +10,7 @@ pub mod audio;
 pub mod base64;
 pub mod component;
 pub mod error;
+pub mod livekit;
 pub mod mediastreams;
 pub mod metrics;
 pub mod session;
@@ -28,7 +29,8 @@ pub use metrics::{
     SignalsResponse, StageWindow,
 };
 pub use session::{
-    CreateSessionRequest, CreateSessionResponse, LoadReport, SessionInfo, SessionState, Transport,
+    CreateSessionRequest, CreateSessionResponse, JoinRoomRequest, LoadReport, SessionInfo,
+    SessionState, Transport,
 };
 pub use stage::Stage;
 pub use tts::{AudioFormat, SynthesizeJsonResponse, SynthesizeRequest};

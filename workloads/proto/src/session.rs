@@ -54,6 +54,16 @@ pub struct CreateSessionResponse {
     pub pod: String,
 }
 
+/// `POST /api/sessions/{id}/livekit`: the gateway tells the runtime pod
+/// which LiveKit room the session's caller is in (from LiveKit's
+/// `participant_joined` webhook); the pod joins it as the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JoinRoomRequest {
+    /// The room's name.
+    pub room: String,
+}
+
 /// Lifecycle of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -6,6 +6,7 @@
 //! | `GET /api/sessions/{id}` | [`SessionDetail`](crate::sessions::SessionDetail) |
 //! | `DELETE /api/sessions/{id}` | ends the call; `204` |
 //! | `GET /api/sessions/{id}/media` | WebSocket, Twilio Media Streams |
+//! | `POST /api/sessions/{id}/livekit` | [`JoinRoomRequest`]: join the caller's LiveKit room; `202`, `409` media already connected or not a LiveKit session, `501` without the `livekit` feature |
 //! | `GET /api/load` | [`LoadReport`](voice_agent_proto::LoadReport) |
 //! | `POST /admin/drain`, `DELETE /admin/drain` | start / cancel draining; answer the load report |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | probes (not ready while draining) and Prometheus |
@@ -23,7 +24,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use voice_agent_http::{Limits, error_response, is_json, standard_layers};
 use voice_agent_proto::error::codes;
-use voice_agent_proto::{CreateSessionRequest, CreateSessionResponse, SessionState};
+use voice_agent_proto::{
+    CreateSessionRequest, CreateSessionResponse, JoinRoomRequest, SessionState, Transport,
+};
 
 use crate::State;
 use crate::call::run_call;
@@ -46,6 +49,7 @@ pub fn router(state: Arc<State>) -> Router {
             get(get_session).delete(delete_session),
         )
         .route("/api/sessions/{id}/media", get(media))
+        .route("/api/sessions/{id}/livekit", post(join_livekit_room))
         .route("/api/load", get(load))
         .route("/admin/drain", post(drain).delete(undrain))
         .route("/metrics", get(metrics))
@@ -225,6 +229,99 @@ async fn media(
         .max_message_size(MAX_WS_MESSAGE_BYTES)
         .max_frame_size(MAX_WS_MESSAGE_BYTES)
         .on_upgrade(move |socket| run_call(state, session, MediaStreams::new(socket)))
+}
+
+/// Longest LiveKit room name accepted.
+const MAX_ROOM_NAME: usize = 256;
+
+async fn join_livekit_room(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !headers.get(CONTENT_TYPE).is_some_and(is_json) {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            codes::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json",
+        );
+    }
+    let request: JoinRoomRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                codes::INVALID_ARGUMENT,
+                format!("join request: {e}"),
+            );
+        }
+    };
+    if request.room.is_empty()
+        || request.room.len() > MAX_ROOM_NAME
+        || request.room.chars().any(char::is_control)
+    {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_ARGUMENT,
+            format!("room must be 1-{MAX_ROOM_NAME} printable characters"),
+        );
+    }
+    let Some(session) = state.registry.get(&id) else {
+        return not_found(&id);
+    };
+    if session.request.transport != Transport::LiveKit {
+        return error_response(
+            StatusCode::CONFLICT,
+            codes::INVALID_ARGUMENT,
+            format!("session {id:?} uses Twilio Media Streams, not LiveKit"),
+        );
+    }
+    join_room(state, session, request.room)
+}
+
+/// Joins the room and runs the call in it, in the background.
+#[cfg(feature = "livekit")]
+fn join_room(state: Arc<State>, session: Arc<crate::sessions::Session>, room: String) -> Response {
+    let Some(url) = state.config.livekit_url.clone() else {
+        return error_response(
+            StatusCode::NOT_IMPLEMENTED,
+            codes::UNAVAILABLE,
+            "the VoiceAgent has no telephony.livekit.url",
+        );
+    };
+    if session.state() == SessionState::Ended || !session.claim_media() {
+        return error_response(
+            StatusCode::CONFLICT,
+            codes::INVALID_ARGUMENT,
+            format!("session {:?} already has media or has ended", session.id),
+        );
+    }
+    tokio::spawn(async move {
+        match crate::media_livekit::join(&url, &room, &session.id).await {
+            Ok(transport) => run_call(state, session, transport).await,
+            Err(error) => {
+                tracing::warn!(session = %session.id, room, %error, "could not join the LiveKit room; session ended");
+                if state.registry.end(&session.id, EndReason::TransportError) {
+                    state.calls.ended(&session);
+                }
+                state.publish_load();
+            }
+        }
+    });
+    StatusCode::ACCEPTED.into_response()
+}
+
+/// Without the `livekit` feature no LiveKit session is admitted in the first
+/// place; this answers anyone asking anyway.
+#[cfg(not(feature = "livekit"))]
+fn join_room(_state: Arc<State>, session: Arc<crate::sessions::Session>, room: String) -> Response {
+    tracing::warn!(session = %session.id, room, "LiveKit join requested, but this build has no LiveKit transport");
+    error_response(
+        StatusCode::NOT_IMPLEMENTED,
+        codes::UNAVAILABLE,
+        "this runtime was built without the livekit feature",
+    )
 }
 
 async fn load(AxumState(state): AxumState<Arc<State>>) -> Response {

@@ -80,6 +80,9 @@ pub struct Config {
     /// Ended sessions kept for `GET /api/sessions/{id}`
     /// (`VOICE_AGENT_RUNTIME_ENDED_RETENTION_SECONDS`, default 300).
     pub ended_retention: Duration,
+    /// The LiveKit server the `livekit` transport joins rooms on
+    /// (`telephony.livekit.url`).
+    pub livekit_url: Option<String>,
 }
 
 impl Config {
@@ -149,6 +152,7 @@ impl Config {
                 100,
             )?),
             ended_retention: Duration::from_secs(vars.number("ENDED_RETENTION_SECONDS", 300, 0)?),
+            livekit_url: cc.telephony.livekit.as_ref().map(|l| l.url.clone()),
         })
     }
 }

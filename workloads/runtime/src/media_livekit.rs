@@ -13,11 +13,13 @@
 //!
 //! # How a session joins its room
 //!
-//! With `telephony.transport: livekit` the gateway pre-creates the room
-//! `call-{sessionId}` (its metadata carries the session id and the runtime
-//! media URL) and dials the caller into it through LiveKit SIP. When the
-//! session is created with transport livekit, the runtime joins that room
-//! with [`join`] (or [`connect`] with a token of its own), which returns a
+//! With `telephony.transport: livekit` the gateway dials the caller into
+//! LiveKit SIP with the session in `X-VoiceAgent-*` headers; the
+//! PhoneNumber's dispatch rule puts the call in a new room and its trunk
+//! copies the headers onto the SIP participant's attributes. On LiveKit's
+//! `participant_joined` webhook the gateway asks this pod to join that room
+//! (`POST /api/sessions/{id}/livekit`), and the runtime does so with
+//! [`join`] (or [`connect`] with a token of its own), which returns a
 //! [`LiveKitTransport`] for the voice loop, exactly as a Media Streams
 //! WebSocket becomes a [`crate::media::MediaStreams`].
 //!
@@ -55,10 +57,6 @@ use voice_agent_proto::audio::{Resampler, decode_mulaw_into};
 
 use crate::media::{Inbound, MediaError, MediaTransport, OUTBOUND_QUEUE};
 
-/// The room of session `id`, as the gateway names it (`call-{sessionId}`,
-/// `voice_agent_gateway::livekit::room_name`).
-pub const ROOM_PREFIX: &str = "call-";
-
 /// The rate of the audio exchanged with LiveKit (WebRTC's native Opus rate).
 pub const LIVEKIT_RATE: u32 = 48_000;
 
@@ -78,11 +76,6 @@ const INBOUND_QUEUE: usize = 100;
 
 /// The name of the agent's published track.
 const TRACK_NAME: &str = "agent-voice";
-
-/// The room of session `session_id`.
-pub fn room_name(session_id: &str) -> String {
-    format!("{ROOM_PREFIX}{session_id}")
-}
 
 /// The agent participant's identity in the room of session `session_id`.
 pub fn agent_identity(session_id: &str) -> String {
@@ -111,10 +104,11 @@ pub fn agent_token(
         .map_err(|e| MediaError::Connection(format!("livekit token: {e}")))
 }
 
-/// Joins the room of session `session_id` on the LiveKit server at `url`
-/// (`wss://…`) as `agent-{sessionId}`, with a token signed with
-/// `LIVEKIT_API_KEY`/`LIVEKIT_API_SECRET` from the environment.
-pub async fn join(url: &str, session_id: &str) -> Result<LiveKitTransport, MediaError> {
+/// Joins `room` (where LiveKit's dispatch rule put the session's caller) on
+/// the LiveKit server at `url` (`wss://…`) as `agent-{sessionId}`, with a
+/// token signed with `LIVEKIT_API_KEY`/`LIVEKIT_API_SECRET` from the
+/// environment.
+pub async fn join(url: &str, room: &str, session_id: &str) -> Result<LiveKitTransport, MediaError> {
     use voice_agent_api::deploy::env::{LIVEKIT_API_KEY, LIVEKIT_API_SECRET};
     let var = |name: &str| {
         std::env::var(name)
@@ -122,14 +116,13 @@ pub async fn join(url: &str, session_id: &str) -> Result<LiveKitTransport, Media
             .filter(|v| !v.is_empty())
             .ok_or_else(|| MediaError::Connection(format!("{name} is not set")))
     };
-    let room = room_name(session_id);
     let token = agent_token(
         &var(LIVEKIT_API_KEY)?,
         &var(LIVEKIT_API_SECRET)?,
-        &room,
+        room,
         &agent_identity(session_id),
     )?;
-    connect(url, &token, &room).await
+    connect(url, &token, room).await
 }
 
 /// Connects to the LiveKit server at `url` with `token` (which must grant

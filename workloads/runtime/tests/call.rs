@@ -451,3 +451,37 @@ where
     }
     panic!("condition not reached within 5 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn livekit_join_requests_are_checked_before_anything_happens() {
+    let stack = start(2, &[]).await;
+    let http = reqwest::Client::new();
+    let (_, created) = stack.create_session("CAjoin").await;
+    let created = created.expect("session");
+    let join = |id: &str, content_type: &'static str, body: &str| {
+        http.post(format!("{}/api/sessions/{id}/livekit", stack.runtime_url))
+            .header("content-type", content_type)
+            .body(body.to_owned())
+            .send()
+    };
+    let id = created.session_id.as_str();
+    let room = r#"{"room": "front-desk-_+15551230142_Xa8k"}"#;
+    for (session, content_type, body, status) in [
+        (id, "text/plain", room, 415),
+        (id, "application/json", "{", 400),
+        (id, "application/json", r#"{"room": ""}"#, 400),
+        (id, "application/json", r#"{"room": "a\nb"}"#, 400),
+        (id, "application/json", r#"{"room": "r", "extra": 1}"#, 400),
+        ("no-such-session", "application/json", room, 404),
+        // A Media Streams session has no room to join.
+        (id, "application/json", room, 409),
+    ] {
+        let resp = join(session, content_type, body).await.expect("send");
+        assert_eq!(resp.status(), status, "{session} {body}");
+        let error: serde_json::Value = resp.json().await.expect("json");
+        assert!(error["error"]["message"].is_string(), "{error}");
+    }
+    // Nothing changed: the session still waits for its media.
+    let detail = stack.session(id).await;
+    assert_eq!(detail["state"], "connecting");
+}

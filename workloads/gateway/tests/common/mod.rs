@@ -56,6 +56,8 @@ struct RuntimeState {
     sessions: Mutex<Vec<CreateSessionRequest>>,
     deletes: Mutex<Vec<String>>,
     media_connects: Mutex<usize>,
+    /// `(session id, room)` of every `POST /api/sessions/{id}/livekit`.
+    joins: Mutex<Vec<(String, String)>>,
 }
 
 /// The stand-in runtime.
@@ -78,6 +80,7 @@ impl Runtime {
             .route("/api/sessions", post(create_session))
             .route("/api/sessions/{id}", delete(delete_session))
             .route("/api/sessions/{id}/media", get(media))
+            .route("/api/sessions/{id}/livekit", post(join_room))
             .with_state(Arc::new(shared));
         tokio::spawn(async move { axum::serve(listener, app).await });
         Runtime {
@@ -104,6 +107,11 @@ impl Runtime {
     /// Session ids of every `DELETE /api/sessions/{id}` received.
     pub fn deletes(&self) -> Vec<String> {
         self.state.deletes.lock().expect("lock").clone()
+    }
+
+    /// `(session id, room)` of every LiveKit join request received.
+    pub fn joins(&self) -> Vec<(String, String)> {
+        self.state.joins.lock().expect("lock").clone()
     }
 
     pub fn media_connects(&self) -> usize {
@@ -169,6 +177,20 @@ async fn delete_session(
 ) -> StatusCode {
     shared.0.deletes.lock().expect("lock").push(id);
     StatusCode::NO_CONTENT
+}
+
+async fn join_room(
+    AxumState(shared): AxumState<Shared>,
+    Path(id): Path<String>,
+    Json(request): Json<voice_agent_proto::JoinRoomRequest>,
+) -> StatusCode {
+    shared
+        .0
+        .joins
+        .lock()
+        .expect("lock")
+        .push((id, request.room));
+    StatusCode::ACCEPTED
 }
 
 async fn media(
@@ -343,7 +365,6 @@ impl Gateway {
         let mut config = Config::from_lookup(component, |k| env.get(k).map(|v| (*v).to_owned()))
             .expect("config");
         config.session_timeout = Duration::from_millis(500);
-        config.livekit_timeout = Duration::from_secs(2);
         config.media_start_timeout = Duration::from_millis(500);
         config.media_connect_timeout = Duration::from_secs(2);
         config.drain_timeout = Duration::ZERO;
