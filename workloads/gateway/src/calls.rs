@@ -142,7 +142,7 @@ pub trait CallRecorder: Send + Sync + fmt::Debug {
     fn create<'a>(&'a self, call: &'a NewCall) -> BoxFuture<'a, Result<Created, RecordError>>;
 
     /// Writes the status of the Call of `call_sid`, only if the object is
-    /// still at `resource_version`.
+    /// still at `resource_version` (unguarded when it is empty).
     fn set_status<'a>(
         &'a self,
         call_sid: &'a str,
@@ -208,10 +208,16 @@ impl CallRecorder for KubeCallRecorder {
     ) -> BoxFuture<'a, Result<(), RecordError>> {
         Box::pin(async move {
             let name = object_name(call_sid).ok_or(RecordError::BadCallSid)?;
-            let patch = serde_json::json!({
-                "metadata": {"resourceVersion": resource_version},
-                "status": status,
-            });
+            // An empty resource version writes unguarded (fields nobody else
+            // writes, such as `startedAt`).
+            let patch = if resource_version.is_empty() {
+                serde_json::json!({ "status": status })
+            } else {
+                serde_json::json!({
+                    "metadata": {"resourceVersion": resource_version},
+                    "status": status,
+                })
+            };
             let params = PatchParams {
                 field_manager: Some(FIELD_MANAGER.to_owned()),
                 ..PatchParams::default()
@@ -335,7 +341,15 @@ pub async fn record(
     {
         Ok(()) => {}
         Err(RecordError::Kube(kube::Error::Api(status))) if status.is_conflict() => {
-            tracing::debug!(call_sid = %call.call_sid, "Call status moved on; gateway status skipped");
+            // The runtime got there first (Active, or even Ended): keep its
+            // phase, but the ring time is only known here.
+            tracing::debug!(call_sid = %call.call_sid, "Call status moved on; writing startedAt only");
+            let started = serde_json::json!({
+                "startedAt": serde_json::to_value(Time(call.started_at)).unwrap_or_default(),
+            });
+            if let Err(error) = recorder.set_status(&call.call_sid, "", started).await {
+                tracing::warn!(call_sid = %call.call_sid, %error, "writing the Call's startedAt failed");
+            }
         }
         Err(error) => {
             tracing::warn!(call_sid = %call.call_sid, %error, "writing the Call status failed");

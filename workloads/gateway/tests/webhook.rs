@@ -478,3 +478,38 @@ async fn probes_and_metrics() {
     gateway.state.set_ready(false);
     assert_eq!(get("/readyz").await.expect("readyz").status(), 503);
 }
+
+#[tokio::test]
+async fn when_the_runtime_writes_first_the_gateway_keeps_its_phase_and_adds_started_at() {
+    let (fake, recorder) = kube().await;
+    let exporter = Arc::new(voice_agent_gateway::Exporter::new().expect("exporter"));
+    let call = NewCall::new(&call_sid(31), AGENT, CALLER, AGENT_NUMBER);
+    let name = call_sid(31).to_ascii_lowercase();
+    let (outcome_tx, outcome_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(voice_agent_gateway::calls::record(
+        Arc::clone(&recorder),
+        exporter,
+        call,
+        outcome_rx,
+    ));
+    eventually(|| fake.get("calls", Some(NAMESPACE), &name)).await;
+    // The runtime's Active lands before the gateway's Ringing.
+    fake.set_status(
+        "calls",
+        Some(NAMESPACE),
+        &name,
+        serde_json::json!({"phase": "Active", "answeredAt": "2026-01-01T00:00:01Z"}),
+    )
+    .expect("status");
+    outcome_tx
+        .send(voice_agent_gateway::calls::CallOutcome::Ringing {
+            runtime_pod: "support-runtime-0".into(),
+        })
+        .expect("send");
+    task.await.expect("record");
+    let status = &fake.get("calls", Some(NAMESPACE), &name).expect("call")["status"];
+    assert_eq!(status["phase"], "Active", "{status}");
+    assert_eq!(status["answeredAt"], "2026-01-01T00:00:01Z");
+    assert!(status["startedAt"].is_string(), "{status}");
+    assert!(status.get("runtimePod").is_none(), "{status}");
+}
