@@ -661,8 +661,10 @@ struct Alternative {
     transcript: String,
 }
 
-/// Maps one server text message to an event (`None`: nothing to report).
-fn parse_message(text: &str) -> Result<Option<SttEvent>, String> {
+/// Maps one Deepgram server text message to an event (`None`: nothing to
+/// report); a malformed message is an error naming what is wrong. Public
+/// for the fuzz target: it parses what a remote service sends.
+pub fn parse_message(text: &str) -> Result<Option<SttEvent>, String> {
     let message: ServerMessage = serde_json::from_str(text).map_err(|e| e.to_string())?;
     Ok(match message {
         ServerMessage::Results(r) => {
