@@ -19,7 +19,8 @@
 //! The modules hold the pure parts: [`signature`] (Twilio signatures, media
 //! tokens), [`twiml`], [`form`], [`answers`] (replay map), [`calls`] (Call
 //! recording), [`runtime`] (sessions client), [`livekit`] (SIP
-//! headers and webhooks), [`exporter`] (Prometheus).
+//! headers and webhooks), [`exporter`] (Prometheus); [`bench`] measures
+//! the voice webhook on one core (`voice-agent bench gateway`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -35,6 +36,7 @@ use voice_agent_proto::metrics::GAUGE_CONCURRENCY;
 
 pub mod answers;
 pub mod api;
+pub mod bench;
 pub mod calls;
 pub mod config;
 pub mod exporter;
