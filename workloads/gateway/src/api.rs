@@ -461,6 +461,7 @@ async fn twilio_media(
         );
     }
     upgrade
+        .read_buffer_size(voice_agent_proto::mediastreams::WS_READ_BUFFER_BYTES)
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| crate::media::serve(socket, state))

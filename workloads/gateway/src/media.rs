@@ -110,6 +110,7 @@ pub(crate) async fn serve(mut socket: WebSocket, state: Arc<State>) {
         }
     };
     let ws_config = WebSocketConfig::default()
+        .read_buffer_size(voice_agent_proto::mediastreams::WS_READ_BUFFER_BYTES)
         .max_message_size(Some(MAX_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_MESSAGE_BYTES));
     let connect = tokio_tungstenite::connect_async_with_config(

@@ -226,6 +226,7 @@ async fn media(
         );
     }
     upgrade
+        .read_buffer_size(voice_agent_proto::mediastreams::WS_READ_BUFFER_BYTES)
         .max_message_size(MAX_WS_MESSAGE_BYTES)
         .max_frame_size(MAX_WS_MESSAGE_BYTES)
         .on_upgrade(move |socket| run_call(state, session, MediaStreams::new(socket)))

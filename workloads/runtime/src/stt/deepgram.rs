@@ -586,9 +586,13 @@ async fn connect(shared: &Shared, url: &str) -> Result<Socket, ConnectError> {
     request
         .headers_mut()
         .insert(header::AUTHORIZATION, shared.authorization.clone());
+    // Small read buffer: a socket per call, small JSON results (see
+    // `WS_READ_BUFFER_BYTES`).
+    let ws_config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(voice_agent_proto::mediastreams::WS_READ_BUFFER_BYTES);
     let connecting = tokio_tungstenite::connect_async_tls_with_config(
         request,
-        None,
+        Some(ws_config),
         true, // TCP_NODELAY: 20 ms audio frames must not wait for Nagle.
         shared.tls.clone(),
     );
