@@ -25,6 +25,7 @@ use voice_agent_proto::Component;
 
 pub mod api;
 pub mod bench;
+pub mod bench_calls;
 pub mod call;
 pub mod calls;
 pub mod calls_kube;

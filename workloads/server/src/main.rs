@@ -180,6 +180,56 @@ enum BenchTarget {
         #[arg(long, default_value_t = 200_000)]
         frames: usize,
     },
+    /// Whole calls against the runtime (a child process on one core) with
+    /// instant agent/TTS stubs: orchestration overhead per turn, then CPU,
+    /// RSS, playback lateness and lost turns at N simultaneous calls.
+    Calls {
+        /// Load levels: simultaneous calls.
+        #[arg(long, value_delimiter = ',', default_value = "1,100,500,1000")]
+        calls: Vec<usize>,
+        /// Steady-state seconds measured per load level.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Turns for the overhead measurement (0 skips it).
+        #[arg(long, default_value_t = 100)]
+        turns: usize,
+        /// Calls the overhead turns are spread over.
+        #[arg(long, default_value_t = 5)]
+        overhead_calls: usize,
+    },
+    /// The runtime under test of `bench calls` (started by it).
+    #[command(hide = true)]
+    CallsServer {
+        #[arg(long)]
+        agent_url: String,
+        #[arg(long)]
+        tts_url: String,
+        #[arg(long)]
+        capacity: u32,
+    },
+    /// Signed Twilio voice webhooks against the real gateway on one core
+    /// (stubbed runtime): requests/s, latency percentiles, CPU per webhook,
+    /// the cost of refusing bad signatures and of the signature check alone.
+    Gateway {
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// Requests per pass [default: 50000].
+        #[arg(long, conflicts_with = "seconds")]
+        requests: Option<usize>,
+        /// Seconds per pass instead of a request count.
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// Requests before measuring.
+        #[arg(long, default_value_t = 2_000)]
+        warmup: usize,
+        /// Iterations of the signature-check loop.
+        #[arg(long, default_value_t = 200_000)]
+        verifies: usize,
+        /// Keep the gateway's per-call logs (to stderr) to include their cost.
+        #[arg(long)]
+        log: bool,
+    },
     /// Retrieval over the embedded index, /v1/respond with the local LLM
     /// over loopback HTTP, and ingestion throughput.
     Agent {
@@ -300,6 +350,70 @@ fn main() -> ExitCode {
         }
         Command::Bench {
             target:
+                BenchTarget::Calls {
+                    calls,
+                    seconds,
+                    turns,
+                    overhead_calls,
+                },
+        } => {
+            use voice_agent_runtime::bench_calls::{self, Server};
+            // The runtime under test is this binary again (`bench
+            // calls-server`), so its CPU and memory are measured alone.
+            let server = match std::env::current_exe() {
+                Ok(program) => Server::Process {
+                    program,
+                    args: vec!["bench".into(), "calls-server".into()],
+                    pin_cpus: true,
+                },
+                Err(_) => Server::InProcess,
+            };
+            let options = bench_calls::Options {
+                calls,
+                seconds,
+                overhead_turns: turns,
+                overhead_calls,
+                server,
+                ..bench_calls::Options::default()
+            };
+            match bench_calls::run(&options) {
+                Ok(r) => {
+                    print!("{r}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("voice-agent: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Bench {
+            target:
+                BenchTarget::CallsServer {
+                    agent_url,
+                    tts_url,
+                    capacity,
+                },
+        } => {
+            // Warnings only: per-call info lines would flood the bench.
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .try_init();
+            let options = voice_agent_runtime::bench_calls::ServerOptions {
+                agent_url,
+                tts_url,
+                capacity,
+            };
+            report(
+                voice_agent_runtime::bench_calls::run_server_process(&options, shutdown_signal())
+                    .map_err(anyhow::Error::from),
+            )
+        }
+        Command::Bench {
+            target:
                 BenchTarget::Tts {
                     runs,
                     cache_runs,
@@ -313,6 +427,41 @@ fn main() -> ExitCode {
             };
             report(run(async move {
                 let report = voice_agent_tts::bench::run(options).await?;
+                print!("{report}");
+                Ok(())
+            }))
+        }
+        Command::Bench {
+            target:
+                BenchTarget::Gateway {
+                    connections,
+                    requests,
+                    seconds,
+                    warmup,
+                    verifies,
+                    log,
+                },
+        } => {
+            use voice_agent_gateway::bench::{Load, Options};
+            let load = match (seconds, requests) {
+                (Some(s), _) if s.is_finite() && s > 0.0 => {
+                    Load::For(std::time::Duration::from_secs_f64(s))
+                }
+                (Some(s), _) => {
+                    eprintln!("voice-agent: --seconds must be positive, not {s}");
+                    return ExitCode::FAILURE;
+                }
+                (None, n) => n.map_or(Options::default().load, Load::Requests),
+            };
+            let options = Options {
+                connections,
+                load,
+                warmup,
+                verifies,
+                log,
+            };
+            report(run(async move {
+                let report = voice_agent_gateway::bench::run(options).await?;
                 print!("{report}");
                 Ok(())
             }))
