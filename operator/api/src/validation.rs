@@ -566,10 +566,11 @@ fn collect_patterns(schema: &Value, out: &mut HashMap<String, Regex>) {
 /// returns it with the schema defaults applied. The operator's `validate`
 /// and `render` commands and `voice-agent dev` read manifests this way.
 pub fn load_voice_agent(yaml: &str) -> Result<crate::VoiceAgent, String> {
+    // Building a Validator (CRD schemas, regexes, CEL programs) costs far
+    // more than validating one manifest: build it once.
+    static VALIDATOR: LazyLock<Validator> = LazyLock::new(Validator::new);
     let value: Value = serde_yaml_ng::from_str(yaml).map_err(|e| format!("not valid YAML: {e}"))?;
-    let defaulted = Validator::new()
-        .validate(&value)
-        .map_err(|e| e.to_string())?;
+    let defaulted = VALIDATOR.validate(&value).map_err(|e| e.to_string())?;
     serde_json::from_value(defaulted).map_err(|e| format!("expected a VoiceAgent: {e}"))
 }
 
