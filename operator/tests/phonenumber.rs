@@ -882,3 +882,47 @@ async fn moving_a_number_to_another_agent_replaces_the_dispatch_rule() {
             .any(|c| c == "UpdateSIPDispatchRule")
     );
 }
+
+#[tokio::test]
+async fn the_agents_allowed_addresses_restrict_the_trunk() {
+    let e = env().await;
+    e.twilio.add_number(NUMBER, None, "POST");
+    // An open trunk from before the agent restricted it.
+    let trunk_id = e.livekit.add_trunk(livekit_protocol::SipInboundTrunkInfo {
+        name: "voice-agent voice/main".into(),
+        metadata: "voiceagent.io/phonenumber=voice/main".into(),
+        numbers: vec![NUMBER.into()],
+        ..Default::default()
+    });
+    let mut hello = agent("hello", "https://hello.example.com", Some(&e.livekit.url));
+    let allowed = vec!["54.172.60.0/30".to_string(), "2600:1f18::/64".to_string()];
+    if let Some(livekit) = hello.spec.telephony.livekit.as_mut() {
+        livekit.allowed_addresses = allowed.clone();
+    }
+    e.create_agent(hello).await;
+    e.create_number(number("main", "hello", NUMBER)).await;
+    e.until_condition("main", "Ready", "True", "Provisioned")
+        .await;
+
+    let updates = e.livekit.bodies("UpdateSIPInboundTrunk");
+    assert_eq!(updates.len(), 1, "{updates:?}");
+    assert_eq!(
+        updates[0]["replace"]["allowedAddresses"],
+        json!(["54.172.60.0/30", "2600:1f18::/64"])
+    );
+    let trunks = e.livekit.trunks();
+    assert_eq!(trunks[0].sip_trunk_id, trunk_id);
+    assert_eq!(trunks[0].allowed_addresses, allowed);
+
+    // Steady state: nothing more is written.
+    let writes = |e: &Env| {
+        e.livekit
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("Create") || c.starts_with("Update"))
+            .count()
+    };
+    let before = writes(&e);
+    e.reconcile_once("main").await;
+    assert_eq!(writes(&e), before);
+}

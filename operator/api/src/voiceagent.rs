@@ -481,7 +481,18 @@ pub struct LivekitSpec {
     /// The LiveKit SIP URI that Twilio dials (e.g. `sip:xyz.sip.livekit.cloud`).
     #[schemars(pattern(r"^sips?:[^\s]+$"), length(max = 2048))]
     pub sip_uri: String,
+    /// IPv4/IPv6 addresses or CIDR ranges LiveKit accepts SIP calls from on
+    /// the inbound trunks of this agent's PhoneNumbers (e.g. Twilio's SIP
+    /// signalling ranges for your region). Empty: the operator leaves the
+    /// trunks' lists as it finds them (LiveKit's default accepts any
+    /// address).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(pattern(ADDRESS_PATTERN)))]
+    pub allowed_addresses: Vec<String>,
 }
+
+/// An IPv4 or IPv6 address, optionally with a prefix length.
+pub const ADDRESS_PATTERN: &str = r"^(((25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(/(3[0-2]|[12]?[0-9]))?|[0-9a-fA-F]{0,4}(:[0-9a-fA-F]{0,4}){2,7}(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$";
 
 /// Replicas and resources of each component.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

@@ -599,6 +599,13 @@ pub fn sip_plan(pn: &PhoneNumber, va: &VoiceAgent) -> SipPlan {
             ("voiceagent.io/voice-agent".to_string(), va.name_any()),
             ("voiceagent.io/phone-number".to_string(), pn.name_any()),
         ]),
+        allowed_addresses: va
+            .spec
+            .telephony
+            .livekit
+            .as_ref()
+            .map(|l| l.allowed_addresses.clone())
+            .unwrap_or_default(),
     }
 }
 

@@ -98,6 +98,9 @@ pub struct SipPlan {
     pub room_prefix: String,
     /// Attributes of the SIP participant (which agent and number it came in on).
     pub attributes: HashMap<String, String>,
+    /// Addresses the trunk accepts calls from (`telephony.livekit.
+    /// allowedAddresses`); empty leaves the trunk's list alone.
+    pub allowed_addresses: Vec<String>,
 }
 
 impl SipPlan {
@@ -111,6 +114,7 @@ impl SipPlan {
             metadata: self.metadata.clone(),
             numbers: vec![self.number.clone()],
             headers_to_attributes: headers_to_attributes(),
+            allowed_addresses: self.allowed_addresses.clone(),
             ..Default::default()
         }
     }
@@ -124,6 +128,8 @@ impl SipPlan {
             && existing.name == want.name
             && existing.metadata == want.metadata
             && existing.headers_to_attributes == want.headers_to_attributes
+            && (self.allowed_addresses.is_empty()
+                || existing.allowed_addresses == want.allowed_addresses)
     }
 
     /// What replaces `existing` when it does not match: `existing` with the
@@ -135,7 +141,13 @@ impl SipPlan {
         existing: &proto::SipInboundTrunkInfo,
     ) -> proto::SipInboundTrunkInfo {
         let want = self.trunk();
+        let allowed_addresses = if self.allowed_addresses.is_empty() {
+            existing.allowed_addresses.clone()
+        } else {
+            want.allowed_addresses
+        };
         proto::SipInboundTrunkInfo {
+            allowed_addresses,
             numbers: want.numbers,
             name: want.name,
             metadata: want.metadata,
@@ -416,6 +428,7 @@ mod tests {
             metadata: "voiceagent.io/phonenumber=voice/main".into(),
             room_prefix: "hello-".into(),
             attributes: HashMap::from([("voiceagent.io/voice-agent".into(), "hello".into())]),
+            allowed_addresses: Vec::new(),
         };
         let json = serde_json::to_value(plan.rule("ST_1")).expect("json");
         assert_eq!(
@@ -436,6 +449,7 @@ mod tests {
             metadata: "voiceagent.io/phonenumber=voice/main".into(),
             room_prefix: "hello-".into(),
             attributes: HashMap::new(),
+            allowed_addresses: Vec::new(),
         }
     }
 
@@ -488,5 +502,25 @@ mod tests {
             json["replace"]["headersToAttributes"]["X-VoiceAgent-Token"],
             "voiceagent.io/token"
         );
+    }
+
+    #[test]
+    fn allowed_addresses_are_managed_only_when_the_agent_sets_them() {
+        let mut plan = plan();
+        plan.allowed_addresses = vec!["54.172.60.0/30".into(), "54.244.51.0/30".into()];
+        let json = serde_json::to_value(plan.trunk()).expect("json");
+        assert_eq!(
+            json["allowedAddresses"],
+            serde_json::json!(["54.172.60.0/30", "54.244.51.0/30"])
+        );
+        let mut existing: proto::SipInboundTrunkInfo =
+            serde_json::from_value(json).expect("decodes");
+        assert!(plan.trunk_matches(&existing));
+        // An open trunk (or another list) is brought to the agent's list.
+        existing.allowed_addresses.clear();
+        assert!(!plan.trunk_matches(&existing));
+        let fixed = plan.trunk_replacing(&existing);
+        assert_eq!(fixed.allowed_addresses, plan.allowed_addresses);
+        assert!(plan.trunk_matches(&fixed));
     }
 }
