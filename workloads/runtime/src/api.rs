@@ -75,27 +75,37 @@ fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
         .into_response()
 }
 
+/// The JSON body of a request (`what` names it in errors): 415 without a
+/// JSON Content-Type, 400 when it does not parse.
+fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &[u8],
+    what: &str,
+) -> Result<T, Box<Response>> {
+    if !headers.get(CONTENT_TYPE).is_some_and(is_json) {
+        return Err(Box::new(error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            codes::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json",
+        )));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(error_response(
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_ARGUMENT,
+            format!("{what}: {e}"),
+        ))
+    })
+}
+
 async fn create_session(
     AxumState(state): AxumState<Arc<State>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !headers.get(CONTENT_TYPE).is_some_and(is_json) {
-        return error_response(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            codes::UNSUPPORTED_MEDIA_TYPE,
-            "Content-Type must be application/json",
-        );
-    }
-    let request: CreateSessionRequest = match serde_json::from_slice(&body) {
+    let request: CreateSessionRequest = match json_body(&headers, &body, "session request") {
         Ok(r) => r,
-        Err(e) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                codes::INVALID_ARGUMENT,
-                format!("session request: {e}"),
-            );
-        }
+        Err(refused) => return *refused,
     };
     if request.call_sid.trim().is_empty() || request.voice_agent.trim().is_empty() {
         return error_response(
@@ -241,22 +251,9 @@ async fn join_livekit_room(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !headers.get(CONTENT_TYPE).is_some_and(is_json) {
-        return error_response(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            codes::UNSUPPORTED_MEDIA_TYPE,
-            "Content-Type must be application/json",
-        );
-    }
-    let request: JoinRoomRequest = match serde_json::from_slice(&body) {
+    let request: JoinRoomRequest = match json_body(&headers, &body, "join request") {
         Ok(r) => r,
-        Err(e) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                codes::INVALID_ARGUMENT,
-                format!("join request: {e}"),
-            );
-        }
+        Err(refused) => return *refused,
     };
     if request.room.is_empty()
         || request.room.len() > MAX_ROOM_NAME
