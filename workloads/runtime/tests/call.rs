@@ -9,6 +9,29 @@ use support::{Caller, Heard, start};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// A call whose greeting has played and whose answer to a price question
+/// has been playing for 300 ms (what was heard so far is drained).
+async fn hearing_an_answer(
+    stack: &support::Stack,
+    call_sid: &str,
+) -> (voice_agent_proto::CreateSessionResponse, Caller) {
+    let (_, created) = stack.create_session(call_sid).await;
+    let created = created.expect("session");
+    let mut caller = Caller::connect(&created.media_url, call_sid).await;
+    caller
+        .listen_until_quiet(Duration::from_millis(400), CALL_TIMEOUT)
+        .await;
+    stack.say("How much does a basic tune up cost?");
+    caller.speak(800).await;
+    caller
+        .next_media(CALL_TIMEOUT)
+        .await
+        .expect("answer starts");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    caller.take_heard();
+    (created, caller)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn greeting_question_answer_with_citations_and_latency() {
     let stack = start(4, &[]).await;
@@ -83,21 +106,7 @@ async fn greeting_question_answer_with_citations_and_latency() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn barge_in_clears_playback_and_the_next_turn_is_answered() {
     let stack = start(4, &[]).await;
-    let (_, created) = stack.create_session("CAbargein").await;
-    let created = created.expect("session");
-    let mut caller = Caller::connect(&created.media_url, "CAbargein").await;
-    caller
-        .listen_until_quiet(Duration::from_millis(400), CALL_TIMEOUT)
-        .await;
-
-    stack.say("How much does a basic tune up cost?");
-    caller.speak(800).await;
-    caller
-        .next_media(CALL_TIMEOUT)
-        .await
-        .expect("answer starts");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    caller.take_heard();
+    let (created, mut caller) = hearing_an_answer(&stack, "CAbargein").await;
 
     // The caller talks over the agent.
     stack.say("And a flat tire?");
@@ -156,20 +165,7 @@ async fn barge_in_clears_playback_and_the_next_turn_is_answered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_shortest_minimum_the_clear_follows_the_speech_onset_frame_within_100_ms() {
     let stack = start(4, &[("VOICE_AGENT_RUNTIME_MIN_BARGE_IN_MS", "20")]).await;
-    let (_, created) = stack.create_session("CAquickbarge").await;
-    let created = created.expect("session");
-    let mut caller = Caller::connect(&created.media_url, "CAquickbarge").await;
-    caller
-        .listen_until_quiet(Duration::from_millis(400), CALL_TIMEOUT)
-        .await;
-    stack.say("How much does a basic tune up cost?");
-    caller.speak(800).await;
-    caller
-        .next_media(CALL_TIMEOUT)
-        .await
-        .expect("answer starts");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    caller.take_heard();
+    let (created, mut caller) = hearing_an_answer(&stack, "CAquickbarge").await;
 
     stack.say("And a flat tire?");
     caller.speak(400).await;
