@@ -50,6 +50,10 @@ use exporter::Exporter;
 use sessions::{EndReason, Registry};
 use stt::SttProvider;
 
+/// Whether this build can join LiveKit rooms (the `livekit` feature); without
+/// it, sessions with transport `livekit` are refused with 501.
+pub const LIVEKIT_TRANSPORT: bool = cfg!(feature = "livekit");
+
 /// The component this crate implements, as it appears in labels and metrics.
 pub const COMPONENT: Component = Component::Runtime;
 

@@ -314,6 +314,11 @@ fn main() -> ExitCode {
                 };
                 println!("{:<8} {state}", c.as_str());
             }
+            if voice_agent_runtime::LIVEKIT_TRANSPORT {
+                println!("media transports: mediaStreams, livekit");
+            } else {
+                println!("media transports: mediaStreams (livekit: build with --features livekit)");
+            }
             ExitCode::SUCCESS
         }
         Command::Metrics(args) => report(run(metrics(args))),
