@@ -45,13 +45,13 @@ use crate::{Config, Error, NoCluster, Secret, State, signature};
 pub const TWILIO_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The Twilio auth token of the benchmark's gateway.
-const AUTH_TOKEN: &str = "bench-twilio-auth-token-0123456789";
+pub(crate) const AUTH_TOKEN: &str = "bench-twilio-auth-token-0123456789";
 /// The number the benchmark's agent is bound to; webhooks call it.
 const AGENT_NUMBER: &str = "+15559870000";
 const CALLER: &str = "+15551230142";
 /// The public URL Twilio is configured with; the gateway signs against it
 /// while the load generator connects over loopback, as behind an ingress.
-const PUBLIC_URL: &str = "https://voice.example.com";
+pub(crate) const PUBLIC_URL: &str = "https://voice.example.com";
 
 /// Twilio's published signature test vector (the one in
 /// `tests/signature.rs`), for the verification loop.
@@ -123,7 +123,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(mut times: Vec<Duration>) -> Self {
+    pub(crate) fn of(mut times: Vec<Duration>) -> Self {
         times.sort_unstable();
         let at = |q: f64| {
             let i = (q * times.len().saturating_sub(1) as f64).round() as usize;
@@ -373,11 +373,11 @@ pub fn thread_cpu_time() -> Option<CpuTime> {
 /// Reads the CPU time of the thread that runs a current-thread runtime,
 /// from any thread.
 #[derive(Clone)]
-struct CpuProbe(mpsc::UnboundedSender<oneshot::Sender<Option<CpuTime>>>);
+pub(crate) struct CpuProbe(mpsc::UnboundedSender<oneshot::Sender<Option<CpuTime>>>);
 
 impl CpuProbe {
     /// Spawns the answering task on the current (current-thread) runtime.
-    fn spawn() -> Self {
+    pub(crate) fn spawn() -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<oneshot::Sender<Option<CpuTime>>>();
         tokio::spawn(async move {
             while let Some(reply) = rx.recv().await {
@@ -387,7 +387,7 @@ impl CpuProbe {
         CpuProbe(tx)
     }
 
-    async fn read(&self) -> Option<CpuTime> {
+    pub(crate) async fn read(&self) -> Option<CpuTime> {
         let (tx, rx) = oneshot::channel();
         self.0.send(tx).ok()?;
         rx.await.ok().flatten()
@@ -395,29 +395,29 @@ impl CpuProbe {
 }
 
 /// A current-thread runtime, as each of the benchmark's threads runs one.
-fn current_thread_runtime() -> Result<tokio::runtime::Runtime, Error> {
+pub(crate) fn current_thread_runtime() -> Result<tokio::runtime::Runtime, Error> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
 }
 
-fn thread_failed(what: &str) -> Error {
+pub(crate) fn thread_failed(what: &str) -> Error {
     Error::Io(std::io::Error::other(format!(
         "bench: the {what} thread failed"
     )))
 }
 
 /// A running server thread: its address, CPU probe and stop signal.
-struct Served {
-    addr: SocketAddr,
-    cpu: CpuProbe,
+pub(crate) struct Served {
+    pub(crate) addr: SocketAddr,
+    pub(crate) cpu: CpuProbe,
     stop: oneshot::Sender<()>,
     done: oneshot::Receiver<Result<(), Error>>,
 }
 
 impl Served {
     /// Stops the server and waits until its thread let go of its runtime.
-    async fn stop(self, what: &str) -> Result<(), Error> {
+    pub(crate) async fn stop(self, what: &str) -> Result<(), Error> {
         let _ = self.stop.send(());
         self.done.await.map_err(|_| thread_failed(what))?
     }
@@ -427,7 +427,7 @@ impl Served {
 /// stopped. `serve` gets the stop signal and answers its address and a
 /// CPU probe once listening; the returned channel yields the running
 /// server, or why it did not start.
-fn spawn_server<F, Fut>(
+pub(crate) fn spawn_server<F, Fut>(
     name: &'static str,
     serve: F,
 ) -> Result<oneshot::Receiver<Result<Served, Error>>, Error>
@@ -519,7 +519,7 @@ async fn create_session(
 
 /// The benchmark agent's rendered config: transport `mediaStreams`, one
 /// bound number, the runtime at `runtime`.
-fn bench_config(runtime: SocketAddr) -> Result<Config, Error> {
+pub(crate) fn bench_config(runtime: SocketAddr) -> Result<Config, Error> {
     let yaml = format!(
         r#"
 voiceAgent: bench
@@ -555,7 +555,7 @@ boundNumbers: ["{AGENT_NUMBER}"]
 }
 
 /// The real gateway on the calling thread's runtime.
-async fn serve_gateway(
+pub(crate) async fn serve_gateway(
     config: Config,
     stop: oneshot::Receiver<()>,
     ready: oneshot::Sender<(SocketAddr, CpuProbe)>,

@@ -19,8 +19,10 @@
 //! The modules hold the pure parts: [`signature`] (Twilio signatures, media
 //! tokens), [`twiml`], [`form`], [`answers`] (replay map), [`calls`] (Call
 //! recording), [`runtime`] (sessions client), [`livekit`] (SIP
-//! headers and webhooks), [`exporter`] (Prometheus); [`bench`] measures
-//! the voice webhook on one core (`voice-agent bench gateway`).
+//! headers and webhooks), [`exporter`] (Prometheus); [`mod@bench`] measures
+//! the voice webhook on one core (`voice-agent bench gateway`),
+//! [`bench_media`] the Media Streams proxy (`voice-agent bench
+//! gateway-media`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,6 +39,7 @@ use voice_agent_proto::metrics::GAUGE_CONCURRENCY;
 pub mod answers;
 pub mod api;
 pub mod bench;
+pub mod bench_media;
 pub mod calls;
 pub mod config;
 pub mod exporter;

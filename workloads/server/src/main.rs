@@ -230,6 +230,25 @@ enum BenchTarget {
         #[arg(long)]
         log: bool,
     },
+    /// The Media Streams proxy (`GET /twilio/media`) of the real gateway (a
+    /// child process on one core) carrying N calls of real-time 20 ms frames
+    /// echoed by a stub runtime: CPU and RSS per call, round-trip latency
+    /// through the proxy, frames lost.
+    GatewayMedia {
+        /// Load levels: simultaneous calls.
+        #[arg(long, value_delimiter = ',', default_value = "100,500,1000")]
+        calls: Vec<usize>,
+        /// Measured seconds per load level (after one second of warm-up).
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
+    },
+    /// The gateway under test of `bench gateway-media` (started by it).
+    #[command(hide = true)]
+    GatewayMediaServer {
+        /// The stub runtime's address.
+        #[arg(long)]
+        runtime: SocketAddr,
+    },
     /// Retrieval over the embedded index, /v1/respond with the local LLM
     /// over loopback HTTP, and ingestion throughput.
     Agent {
@@ -470,6 +489,46 @@ fn main() -> ExitCode {
                 print!("{report}");
                 Ok(())
             }))
+        }
+        Command::Bench {
+            target: BenchTarget::GatewayMedia { calls, seconds },
+        } => {
+            use voice_agent_gateway::bench_media::{self, Gateway};
+            // The gateway under test is this binary again (`bench
+            // gateway-media-server`), so its CPU and memory are measured alone.
+            let gateway = match std::env::current_exe() {
+                Ok(program) => Gateway::Process {
+                    program,
+                    args: vec!["bench".into(), "gateway-media-server".into()],
+                    pin_cpus: true,
+                },
+                Err(_) => Gateway::InProcess,
+            };
+            let options = bench_media::Options {
+                calls,
+                seconds,
+                gateway,
+            };
+            report(
+                bench_media::run(&options)
+                    .map(|r| print!("{r}"))
+                    .map_err(anyhow::Error::from),
+            )
+        }
+        Command::Bench {
+            target: BenchTarget::GatewayMediaServer { runtime },
+        } => {
+            // Warnings only: per-call info lines would flood the bench.
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .try_init();
+            report(
+                voice_agent_gateway::bench_media::run_server_process(runtime, shutdown_signal())
+                    .map_err(anyhow::Error::from),
+            )
         }
         Command::Agent(args) => report(run(agent(args))),
         Command::Bench {
