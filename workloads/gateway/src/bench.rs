@@ -356,18 +356,8 @@ impl CpuTime {
 /// `/proc/thread-self/stat`, in clock ticks of 10 ms, so passes should last
 /// seconds. `None` where that file does not exist (not Linux).
 pub fn thread_cpu_time() -> Option<CpuTime> {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-    // The command name may hold spaces; fields resume after its ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    // utime and stime are fields 14 and 15; `rest` starts at field 3.
-    let utime = fields.nth(11)?.parse::<u64>().ok()?;
-    let stime = fields.next()?.parse::<u64>().ok()?;
-    // USER_HZ is 100 on every Linux architecture (it is ABI).
-    Some(CpuTime {
-        user: Duration::from_millis(utime * 10),
-        system: Duration::from_millis(stime * 10),
-    })
+    let (user, system) = voice_agent_http::bench::cpu_times("/proc/thread-self/stat")?;
+    Some(CpuTime { user, system })
 }
 
 /// Reads the CPU time of the thread that runs a current-thread runtime,

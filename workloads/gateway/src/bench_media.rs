@@ -23,9 +23,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::future::Future;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -36,6 +35,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
+use voice_agent_http::bench::{self, ChildServer};
 use voice_agent_proto::mediastreams::{
     ENCODING, MAX_MESSAGE_BYTES, MediaFormat, MediaPayload, Message, SESSION_PARAMETER, StartMeta,
     WS_READ_BUFFER_BYTES,
@@ -305,22 +305,13 @@ pub fn run_server_process(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let rt = current_thread_runtime()?;
-    // A plain thread, not spawn_blocking: the runtime must not wait for a
-    // read that never ends when the stop comes from a signal.
-    let (closed_tx, closed_rx) = oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        let mut stdin = std::io::stdin();
-        let mut buf = [0u8; 256];
-        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
-        let _ = closed_tx.send(());
-    });
+    let closed_rx = bench::stdin_closed();
     rt.block_on(async move {
         let config = bench_config(runtime)?;
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State::new(config, Arc::new(NoCluster::default()))?);
-        println!("{addr}");
-        std::io::stdout().flush()?;
+        bench::announce(addr)?;
         crate::serve(listener, state, async move {
             tokio::select! {
                 _ = closed_rx => {}
@@ -333,10 +324,7 @@ pub fn run_server_process(
 
 /// A running gateway under test.
 enum Running {
-    Child {
-        child: std::process::Child,
-        addr: SocketAddr,
-    },
+    Child(ChildServer),
     Thread(Served),
 }
 
@@ -361,139 +349,57 @@ impl Running {
     }
 
     fn start_child(
-        program: &PathBuf,
+        program: &Path,
         args: &[String],
         pin: bool,
         runtime: SocketAddr,
     ) -> Result<Self, Error> {
-        use std::process::{Command, Stdio};
-        let mut command = if pin {
-            let mut c = Command::new("taskset");
-            c.arg("-c").arg("0").arg(program);
-            c
-        } else {
-            Command::new(program)
-        };
-        command
-            .args(args)
-            .arg("--runtime")
-            .arg(runtime.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = command.spawn()?;
-        let mut line = String::new();
-        let read = match child.stdout.take() {
-            Some(out) => BufReader::new(out).read_line(&mut line),
-            None => Ok(0),
-        };
-        match (read, line.trim().parse::<SocketAddr>()) {
-            (Ok(_), Ok(addr)) => Ok(Running::Child { child, addr }),
-            (read, _) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(setup_error(format!(
-                    "the gateway process did not print its address (got {line:?}, {read:?})"
-                )))
-            }
-        }
+        let args = args
+            .iter()
+            .cloned()
+            .chain(["--runtime".to_owned(), runtime.to_string()]);
+        Ok(Running::Child(ChildServer::spawn(
+            program,
+            args,
+            pin.then_some(0),
+        )?))
     }
 
     fn addr(&self) -> SocketAddr {
         match self {
-            Running::Child { addr, .. } => *addr,
+            Running::Child(child) => child.addr(),
             Running::Thread(served) => served.addr,
         }
     }
 
-    /// CPU time so far: every thread of the child (schedstat, ns), or the
-    /// gateway thread (10 ms ticks).
+    /// CPU time so far: the child process, or the gateway thread (both in
+    /// 10 ms ticks).
     async fn cpu(&self) -> Option<Duration> {
         match self {
-            Running::Child { child, .. } => process_cpu(child.id()),
+            Running::Child(child) => bench::process_cpu(child.pid()),
             Running::Thread(served) => served.cpu.read().await.map(|c| c.total()),
         }
     }
 
     /// The child's resident set size, KiB; `None` in-process.
     fn rss_kib(&self) -> Option<u64> {
-        let Running::Child { child, .. } = self else {
-            return None;
-        };
-        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
+        match self {
+            Running::Child(child) => bench::rss_kib(child.pid()),
+            Running::Thread(_) => None,
+        }
     }
 
     /// Stops the gateway: closes the child's stdin and waits a few seconds
     /// before killing it, or stops the thread.
     async fn stop(self) -> Result<(), Error> {
         match self {
-            Running::Child { mut child, .. } => {
-                drop(child.stdin.take());
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while Instant::now() < deadline {
-                    if matches!(child.try_wait(), Ok(Some(_))) {
-                        return Ok(());
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                let _ = child.kill();
-                let _ = child.wait();
-                Ok(())
-            }
+            // The wait for the child to drain blocks.
+            Running::Child(child) => tokio::task::spawn_blocking(move || child.stop())
+                .await
+                .map_err(|_| thread_failed("gateway")),
             Running::Thread(served) => served.stop("gateway").await,
         }
     }
-}
-
-/// On-CPU time of every live thread of `pid`, from their `schedstat` (ns
-/// resolution; the gateway child's threads live as long as it does).
-fn process_cpu(pid: u32) -> Option<Duration> {
-    let mut total = 0u64;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .ok()?
-        .flatten()
-    {
-        let text = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
-        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(Duration::from_nanos(total))
-}
-
-/// utime + stime of this process from `/proc/self/stat` (10 ms ticks).
-fn own_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields resume after the command name's ')': utime and stime are the
-    // 12th and 13th from there.
-    let rest = stat.rsplit_once(')')?.1;
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    // USER_HZ is 100 on every Linux architecture (it is ABI).
-    Some(Duration::from_millis((utime + stime) * 10))
-}
-
-/// Pins every thread of this process to `cpu` with `taskset`; whether it
-/// worked.
-fn pin_self(cpu: usize) -> bool {
-    std::process::Command::new("taskset")
-        .args([
-            "-a",
-            "-p",
-            "-c",
-            &cpu.to_string(),
-            &std::process::id().to_string(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 // ---------------------------------------------------------------------------
@@ -898,7 +804,11 @@ async fn drive(
         let due = ticker.tick().await;
         tick_late.push(Instant::now().saturating_duration_since(due.into_std()));
         if k == WARMUP_TICKS {
-            mark = Some((Instant::now(), gateway.cpu().await, own_cpu()));
+            mark = Some((
+                Instant::now(),
+                gateway.cpu().await,
+                bench::process_cpu(std::process::id()),
+            ));
         }
         let measured = k >= WARMUP_TICKS;
         for tx in &ticks {
@@ -915,7 +825,11 @@ async fn drive(
     }
     // The window ends one frame after its last tick.
     ticker.tick().await;
-    let end = (Instant::now(), gateway.cpu().await, own_cpu());
+    let end = (
+        Instant::now(),
+        gateway.cpu().await,
+        bench::process_cpu(std::process::id()),
+    );
     drop(ticks);
 
     let mut level = Level {
@@ -977,7 +891,7 @@ pub fn run(options: &Options) -> Result<Report, Error> {
             let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
             // The child is pinned only if this process could be moved off
             // its CPU; before the stub's thread starts, so it inherits CPU 1.
-            *pin_cpus = *pin_cpus && cpus >= 2 && pin_self(1);
+            *pin_cpus = *pin_cpus && cpus >= 2 && bench::pin_self(1);
             if *pin_cpus {
                 "gateway: separate process, one current-thread Tokio runtime, pinned to CPU 0; \
                  callers and stub runtime pinned to CPU 1"

@@ -12,6 +12,7 @@
 //! - [`samples`]: the non-blocking pusher of latency and load samples to
 //!   the metrics service.
 
+pub mod bench;
 pub mod env;
 pub mod samples;
 

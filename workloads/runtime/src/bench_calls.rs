@@ -27,9 +27,8 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::future::Future;
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -45,6 +44,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
 use voice_agent_api::deploy::ComponentConfig;
+use voice_agent_http::bench::{self, ChildServer};
 use voice_agent_proto::agent::{
     CitationsEvent, DeltaEvent, DoneEvent, SSE_CITATIONS, SSE_CONTENT_TYPE, SSE_DELTA, SSE_DONE,
 };
@@ -107,8 +107,6 @@ const CALL_QUEUE: usize = 16;
 /// The callers' WebSocket read buffer (a reply frame is ~250 bytes; larger
 /// messages still fit, the buffer grows for them).
 const READ_BUFFER_BYTES: usize = 8 * 1024;
-/// `USER_HZ`: clock ticks per second in `/proc/<pid>/stat` (100 on Linux).
-const USER_HZ: u64 = 100;
 
 /// A benchmark could not run.
 #[derive(Debug, thiserror::Error)]
@@ -258,15 +256,7 @@ pub fn run_server_process(
         .enable_all()
         .build()
         .map_err(io_err("starting the runtime's Tokio runtime"))?;
-    // A plain thread, not spawn_blocking: the runtime must not wait for a
-    // read that never ends when the stop comes from a signal.
-    let (closed_tx, closed_rx) = oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        let mut stdin = std::io::stdin();
-        let mut buf = [0u8; 256];
-        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
-        let _ = closed_tx.send(());
-    });
+    let closed_rx = bench::stdin_closed();
     rt.block_on(async move {
         let stop = async move {
             tokio::select! {
@@ -275,11 +265,7 @@ pub fn run_server_process(
             }
         };
         let (addr, serving) = start_server(options, stop).await?;
-        println!("{addr}");
-        use std::io::Write as _;
-        std::io::stdout()
-            .flush()
-            .map_err(io_err("writing the address"))?;
+        bench::announce(addr).map_err(io_err("writing the address"))?;
         match serving.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(BenchError::Setup(format!("serving: {e}"))),
@@ -290,15 +276,12 @@ pub fn run_server_process(
 
 /// A running runtime under test.
 enum ServerHandle {
-    Child {
-        child: std::process::Child,
-        addr: SocketAddr,
-    },
+    Child(ChildServer),
     Thread {
         addr: SocketAddr,
         tid: Option<u32>,
-        stop: Option<oneshot::Sender<()>>,
-        thread: Option<std::thread::JoinHandle<()>>,
+        stop: oneshot::Sender<()>,
+        thread: std::thread::JoinHandle<()>,
     },
 }
 
@@ -325,7 +308,7 @@ impl ServerHandle {
         let thread = std::thread::Builder::new()
             .name("runtime-under-test".into())
             .spawn(move || {
-                let tid = current_tid();
+                let tid = bench::current_tid();
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -358,66 +341,41 @@ impl ServerHandle {
         Ok(Self::Thread {
             addr,
             tid,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            stop: stop_tx,
+            thread,
         })
     }
 
     fn start_child(
-        program: &PathBuf,
+        program: &Path,
         args: &[String],
         pin: bool,
         options: &ServerOptions,
     ) -> Result<Self, BenchError> {
-        use std::process::{Command, Stdio};
-        let mut command = if pin {
-            let mut c = Command::new("taskset");
-            c.arg("-c").arg("0").arg(program);
-            c
-        } else {
-            Command::new(program)
-        };
-        command
-            .args(args)
-            .arg("--agent-url")
-            .arg(&options.agent_url)
-            .arg("--tts-url")
-            .arg(&options.tts_url)
-            .arg("--capacity")
-            .arg(options.capacity.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = command
-            .spawn()
-            .map_err(io_err(format!("starting {}", program.display())))?;
-        let mut line = String::new();
-        let read = match child.stdout.take() {
-            Some(out) => BufReader::new(out).read_line(&mut line),
-            None => Ok(0),
-        };
-        match (read, line.trim().parse::<SocketAddr>()) {
-            (Ok(_), Ok(addr)) => Ok(Self::Child { child, addr }),
-            (read, _) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(BenchError::Setup(format!(
-                    "the runtime process did not print its address (got {line:?}, {read:?})"
-                )))
-            }
-        }
+        let args = args.iter().cloned().chain([
+            "--agent-url".to_owned(),
+            options.agent_url.clone(),
+            "--tts-url".to_owned(),
+            options.tts_url.clone(),
+            "--capacity".to_owned(),
+            options.capacity.to_string(),
+        ]);
+        ChildServer::spawn(program, args, pin.then_some(0))
+            .map(Self::Child)
+            .map_err(io_err(format!("starting {}", program.display())))
     }
 
     fn addr(&self) -> SocketAddr {
         match self {
-            Self::Child { addr, .. } | Self::Thread { addr, .. } => *addr,
+            Self::Child(child) => child.addr(),
+            Self::Thread { addr, .. } => *addr,
         }
     }
 
     fn probe(&self) -> Probe {
         match self {
-            Self::Child { child, .. } => Probe {
-                pid: child.id(),
+            Self::Child(child) => Probe {
+                pid: child.pid(),
                 tid: None,
                 rss: true,
             },
@@ -431,57 +389,15 @@ impl ServerHandle {
 
     /// Stops the runtime: closes its stdin (or signals its thread), waits a
     /// few seconds for the drain, then kills it.
-    fn stop(mut self) {
-        match &mut self {
-            Self::Child { child, .. } => {
-                drop(child.stdin.take());
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while Instant::now() < deadline {
-                    if matches!(child.try_wait(), Ok(Some(_))) {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+    fn stop(self) {
+        match self {
+            Self::Child(child) => child.stop(),
             Self::Thread { stop, thread, .. } => {
-                if let Some(stop) = stop.take() {
-                    let _ = stop.send(());
-                }
-                if let Some(thread) = thread.take() {
-                    let _ = thread.join();
-                }
+                let _ = stop.send(());
+                let _ = thread.join();
             }
         }
     }
-}
-
-/// This thread's id, from `/proc/thread-self` (`<pid>/task/<tid>`).
-fn current_tid() -> Option<u32> {
-    std::fs::read_link("/proc/thread-self")
-        .ok()?
-        .file_name()?
-        .to_str()?
-        .parse()
-        .ok()
-}
-
-/// Pins every thread of this process to `cpu` with `taskset`; whether it
-/// worked.
-fn pin_self(cpu: usize) -> bool {
-    std::process::Command::new("taskset")
-        .args([
-            "-a",
-            "-p",
-            "-c",
-            &cpu.to_string(),
-            &std::process::id().to_string(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// Where the CPU time and memory of the runtime under test are read.
@@ -498,16 +414,8 @@ impl Probe {
     /// CPU time used so far, ns.
     fn cpu_ns(&self) -> Option<u64> {
         match self.tid {
-            // schedstat: on-CPU ns of one thread.
-            Some(tid) => {
-                std::fs::read_to_string(format!("/proc/{}/task/{tid}/schedstat", self.pid))
-                    .ok()?
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            }
-            None => process_cpu_ns(&format!("/proc/{}/stat", self.pid)),
+            Some(tid) => bench::thread_sched(self.pid, tid).map(|(on_cpu, _)| on_cpu),
+            None => bench::process_cpu(self.pid).map(|d| d.as_nanos() as u64),
         }
     }
 
@@ -515,43 +423,13 @@ impl Probe {
     /// runtime's event loop: the wait shows whether something else took its
     /// core.
     fn loop_sched(&self) -> Option<(u64, u64)> {
-        let tid = self.tid.unwrap_or(self.pid);
-        sched_of(&format!("/proc/{}/task/{tid}/schedstat", self.pid))
+        bench::thread_sched(self.pid, self.tid.unwrap_or(self.pid))
     }
 
     /// Resident set size, KiB.
     fn rss_kib(&self) -> Option<u64> {
-        if !self.rss {
-            return None;
-        }
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
+        self.rss.then(|| bench::rss_kib(self.pid)).flatten()
     }
-}
-
-/// (on-CPU ns, run-queue wait ns) from a `schedstat` file.
-fn sched_of(path: &str) -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let mut fields = text.split_whitespace();
-    Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
-}
-
-/// utime + stime of a process (all threads, dead ones included), ns.
-fn process_cpu_ns(stat_path: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(stat_path).ok()?;
-    // Fields after the command name, which may contain spaces: state is the
-    // first, utime the 12th, stime the 13th.
-    let rest = stat.rsplit_once(')')?.1;
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some((utime + stime) * (1_000_000_000 / USER_HZ))
 }
 
 // ---------------------------------------------------------------------------
@@ -932,9 +810,10 @@ impl CpuMark {
             at: Instant::now(),
             server: probe.cpu_ns(),
             server_sched: probe.loop_sched(),
-            generator: process_cpu_ns("/proc/self/stat"),
+            generator: bench::process_cpu(std::process::id()).map(|d| d.as_nanos() as u64),
             // The generator's clock runs on this thread.
-            generator_sched: sched_of("/proc/thread-self/schedstat"),
+            generator_sched: bench::current_tid()
+                .and_then(|tid| bench::thread_sched(std::process::id(), tid)),
         }
     }
 
@@ -1591,7 +1470,7 @@ pub fn run(options: &Options) -> Result<Report, BenchError> {
             let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
             // The child is pinned only if this process could be moved off
             // its CPU.
-            *pin_cpus = *pin_cpus && cpus >= 2 && pin_self(1);
+            *pin_cpus = *pin_cpus && cpus >= 2 && bench::pin_self(1);
             if *pin_cpus {
                 "runtime: separate process, one current-thread Tokio runtime, pinned to CPU 0; \
                  load generator and stubs pinned to CPU 1"

@@ -420,12 +420,7 @@ fn main() -> ExitCode {
                 },
         } => {
             // Warnings only: per-call info lines would flood the bench.
-            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .try_init();
+            init_logging_at("warn");
             let options = voice_agent_runtime::bench_calls::ServerOptions {
                 agent_url,
                 tts_url,
@@ -519,12 +514,7 @@ fn main() -> ExitCode {
             target: BenchTarget::GatewayMediaServer { runtime },
         } => {
             // Warnings only: per-call info lines would flood the bench.
-            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .try_init();
+            init_logging_at("warn");
             report(
                 voice_agent_gateway::bench_media::run_server_process(runtime, shutdown_signal())
                     .map_err(anyhow::Error::from),
@@ -579,8 +569,15 @@ fn run<T>(task: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`); JSON lines when
 /// `VOICE_AGENT_LOG_FORMAT=json`, as log collectors in a cluster prefer.
 fn init_logging() {
+    init_logging_at("info");
+}
+
+/// Logging to stderr at `default_level` unless `RUST_LOG` says otherwise;
+/// JSON lines with `VOICE_AGENT_LOG_FORMAT=json`.
+fn init_logging_at(default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
